@@ -1,0 +1,77 @@
+// WeightStore: named host tensors of a loaded checkpoint, memory-mapped where the file layout
+// allows and owned where the loader had to transform them. Names and layouts follow Hugging
+// Face LlamaForCausalLM (rotate-half RoPE layout for q_proj/k_proj), whatever the file format:
+//   model.embed_tokens.weight                      [vocab, hidden]
+//   model.layers.{i}.input_layernorm.weight        [hidden]
+//   model.layers.{i}.self_attn.{q,k,v,o}_proj.weight  q:[H*hd, hidden] k,v:[KV*hd, hidden] o:[hidden, H*hd]
+//   model.layers.{i}.self_attn.{q,k,v}_proj.bias   (qwen2 only)
+//   model.layers.{i}.post_attention_layernorm.weight [hidden]
+//   model.layers.{i}.mlp.{gate,up}_proj.weight     [inter, hidden]
+//   model.layers.{i}.mlp.down_proj.weight          [hidden, inter]
+//   model.norm.weight                              [hidden]
+//   lm_head.weight                                 [vocab, hidden] (absent when tied)
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/status.h"
+#include "core/tensor.h"
+#include "models/config.h"
+
+namespace pagoda {
+
+// A read-only memory mapping of a whole file.
+class MappedFile {
+ public:
+  static StatusOr<std::unique_ptr<MappedFile>> open(const std::string& path);
+  ~MappedFile();
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile() = default;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  std::string path_;
+};
+
+class WeightStore {
+ public:
+  // Keeps `file` alive as long as the store; tensors may point into it.
+  void keep_alive(std::unique_ptr<MappedFile> file) { files_.push_back(std::move(file)); }
+  // Takes ownership of a buffer that tensors point into.
+  void keep_alive(HostBuffer buffer) { buffers_.push_back(std::move(buffer)); }
+  // Adds a tensor; InvalidArgument if the name is already present.
+  Status add(const std::string& name, TensorView tensor);
+
+  bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
+  // The tensor, checked against the expected shape; NotFound / InvalidArgument otherwise.
+  StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape) const;
+  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+
+ private:
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::vector<HostBuffer> buffers_;
+  std::map<std::string, TensorView> tensors_;
+};
+
+// A checkpoint on the host, ready for a Model to upload.
+struct LoadedModel {
+  ModelConfig config;
+  WeightStore weights;
+  std::string tokenizer_path;  // tokenizer.model beside the weights, or "" if none
+  std::string source;          // the path it came from
+};
+
+// Loads a Hugging Face folder (config.json + model.safetensors or sharded safetensors with
+// model.safetensors.index.json, tokenizer.model, generation_config.json / tokenizer_config.json
+// for special ids) or a GGUF v3 file. Every failure names the file and the problem.
+StatusOr<LoadedModel> load_model(const std::string& path);
+
+}  // namespace pagoda
