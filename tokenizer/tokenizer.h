@@ -24,6 +24,19 @@ class Tokenizer {
   virtual int vocab_size() const = 0;
   virtual int bos_id() const = 0;  // -1 if none
   virtual int eos_id() const = 0;  // -1 if none
+
+  // How decode treats one piece; IncrementalDetokenizer mirrors decode with it. kByte pieces
+  // are assembled into UTF-8 across tokens (a run of them is cut by any other piece, and an
+  // incomplete character becomes one U+FFFD per byte); kControl decodes to ""; kUnknown to
+  // piece_bytes() verbatim (never stripped); kNormal pieces are complete UTF-8.
+  enum class PieceKind { kNormal, kByte, kControl, kUnknown };
+  virtual PieceKind piece_kind(int /*id*/) const { return PieceKind::kNormal; }
+
+  // What decode does with the space that a kNormal piece at the start of the text begins with:
+  // kKeep it; kStripFirst: drop it from the first such piece only; kStripAll: drop it from
+  // every piece while the decoded text is still empty (models that remove extra whitespace).
+  enum class LeadingSpace { kKeep, kStripFirst, kStripAll };
+  virtual LeadingSpace leading_space() const { return LeadingSpace::kKeep; }
 };
 
 StatusOr<std::unique_ptr<Tokenizer>> load_sentencepiece_tokenizer(const std::string& path);
@@ -40,8 +53,14 @@ class IncrementalDetokenizer {
 
  private:
   const Tokenizer* tokenizer_;
+  // Resolves pending_ into `out` as SentencePiece resolves a run of byte pieces; unless
+  // `final`, keeps back a tail that may still become a valid character.
+  void drain(std::string& out, bool final);
+
   std::string pending_;  // bytes of an incomplete UTF-8 character
-  bool at_start_ = true;
+  bool at_start_ = true;  // a leading space may still be stripped (SentencePiece's is_bos_ws)
+  bool space_stripped_ = false;  // the previous non-byte piece had its leading space stripped
+  bool any_text_ = false;        // some text has been produced
 };
 
 }  // namespace pagoda

@@ -1,0 +1,78 @@
+// LlamaModel: the Llama-family forward pass (llama, mistral, qwen2; tied or untied embeddings;
+// GQA; llama3 RoPE scaling), written once against Backend. It does not know which device runs
+// it and it does not schedule: it computes one flat ragged batch (DESIGN.md §2).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "models/kv_cache.h"
+#include "models/weights.h"
+
+namespace pagoda {
+
+// One step's flat batch, on the host. T new tokens from B sequences; R rows to sample.
+struct ForwardBatch {
+  std::vector<int32_t> token_ids;     // [T]
+  std::vector<int32_t> positions;     // [T]
+  std::vector<int32_t> slot_mapping;  // [T] block * block_size + offset
+  std::vector<int32_t> block_tables;  // [B, max_blocks_per_seq] row-major, unused entries 0
+  int max_blocks_per_seq = 0;
+  std::vector<int32_t> seq_lens;      // [B] context length after this step
+  std::vector<int32_t> query_start;   // [B + 1]
+  std::vector<int32_t> sample_rows;   // [R] rows of [0, T) whose logits are wanted; may be empty
+
+  int num_tokens() const { return static_cast<int>(token_ids.size()); }
+  int num_seqs() const { return static_cast<int>(seq_lens.size()); }
+  // Checks sizes and ranges against each other; InvalidArgument naming the field.
+  Status validate(int block_size, int num_blocks) const;
+};
+
+class LlamaModel {
+ public:
+  // Takes the weights from `loaded` (uploads them, or on the CPU uses them in place: then
+  // `loaded` must outlive the model). `backend` must outlive the model.
+  static StatusOr<std::unique_ptr<LlamaModel>> create(const LoadedModel& loaded, Backend* backend);
+
+  const ModelConfig& config() const { return config_; }
+  Backend* backend() const { return backend_; }
+  // The KV cache shape for `num_blocks` blocks of `block_size` tokens, in the activation dtype.
+  KvCacheShape kv_cache_shape(int num_blocks, int block_size) const;
+
+  // Runs the batch; writes logits [R, vocab] (f32, row-major) for batch.sample_rows.
+  Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits);
+
+ private:
+  struct Layer {
+    TensorView attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_up, w_down;
+  };
+  // Activation and index buffers, grown to the largest batch seen (never shrunk).
+  struct Workspace {
+    int capacity_tokens = 0;
+    int capacity_seqs = 0;
+    int capacity_block_entries = 0;
+    DeviceBuffer hidden, residual, normed, q, k, v, attn, gate, up;  // [T, *]
+    DeviceBuffer token_ids, positions, slot_mapping, query_start, seq_lens, block_tables,
+        sample_rows;
+    DeviceBuffer picked, picked_normed, logits;  // [R, *]
+  };
+
+  LlamaModel() = default;
+  StatusOr<TensorView> place(const LoadedModel& loaded, const std::string& name,
+                             std::initializer_list<int64_t> shape);
+  Status reserve(int tokens, int seqs, int block_entries);
+  Status upload_indices(const ForwardBatch& batch);
+  TensorView act(const DeviceBuffer& b, int64_t rows, int64_t cols) const;
+  TensorView idx(const DeviceBuffer& b, int64_t n) const;
+
+  ModelConfig config_;
+  Backend* backend_ = nullptr;
+  std::vector<DeviceBuffer> owned_weights_;  // uploads, when the backend is not the host
+  TensorView embed_, final_norm_, lm_head_;
+  std::vector<Layer> layers_;
+  DeviceBuffer inv_freq_;
+  Workspace ws_;
+};
+
+}  // namespace pagoda
