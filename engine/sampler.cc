@@ -1,10 +1,7 @@
 // The host sampler. One call turns one row of logits into one token id; see engine/sampler.h
-// for the order of the steps. Cost: O(V) for the copy, the penalties and the softmax, plus
-// sorting only as much of the distribution as the step needs:
-//   - top-k selects with nth_element (O(V)) and sorts the k survivors;
-//   - top-p and the final draw walk the candidates in descending probability and sort them
-//     lazily, in chunks that double (nth_element on the rest, then sort the chunk), so a peaked
-//     distribution costs O(V) and only a flat one approaches a full sort.
+// for the order of the steps. Expected O(V) per call, with no full sort: top-k selects with
+// nth_element; top-p and the draw, which both look for the point where the mass summed in
+// descending probability reaches a target, use a quickselect on mass (select_by_mass).
 // Probabilities are kept unnormalized (the top token has 1); the draw scales u by their sum.
 #include "engine/sampler.h"
 
@@ -32,6 +29,51 @@ int argmax(const std::vector<float>& values) {
     if (values[i] > values[best]) best = i;
   }
   return best;
+}
+
+// Candidates in `order` with unnormalized probabilities prob[id], taken in descending
+// probability, ascending id on ties ("the order"). Finds the first candidate at which the running
+// mass exceeds `target` (reaches it, if `inclusive`) and rearranges `order` so that order[0, pos]
+// holds the candidates up to it, itself last. Returns pos, or -1 if the whole mass falls short.
+// A quickselect on mass (expected O(n)); only the last few candidates are sorted. Sums are
+// double, grouped by partition: a sequential sum in the order could differ only when target
+// lies within rounding of a boundary.
+int64_t select_by_mass(std::span<int> order, const float* prob, double target, bool inclusive) {
+  auto before = [prob](int a, int b) { return prob[a] > prob[b] || (prob[a] == prob[b] && a < b); };
+  auto reached = [&](double mass) { return inclusive ? mass >= target : mass > target; };
+  size_t lo = 0;
+  size_t hi = order.size();
+  double mass = 0.0;  // of order[0, lo), which has not reached target
+  while (hi - lo > 32) {
+    int a = order[lo];
+    int b = order[lo + (hi - lo) / 2];
+    int c = order[hi - 1];
+    if (before(b, a)) std::swap(a, b);
+    if (before(c, b)) std::swap(b, c);
+    if (before(b, a)) std::swap(a, b);
+    const int pivot = b;  // the median of the three
+    const auto first = order.begin() + static_cast<std::ptrdiff_t>(lo);
+    const auto last = order.begin() + static_cast<std::ptrdiff_t>(hi);
+    const auto middle = std::partition(first, last, [&](int x) { return before(x, pivot); });
+    std::iter_swap(middle, std::find(middle, last, pivot));
+    const size_t m = static_cast<size_t>(middle - order.begin());
+    double ahead = 0.0;  // of order[lo, m): the candidates before the pivot
+    for (size_t i = lo; i < m; ++i) ahead += prob[order[i]];
+    if (reached(mass + ahead)) {
+      hi = m;
+      continue;
+    }
+    mass += ahead + prob[pivot];
+    if (reached(mass)) return static_cast<int64_t>(m);
+    lo = m + 1;
+  }
+  std::sort(order.begin() + static_cast<std::ptrdiff_t>(lo),
+            order.begin() + static_cast<std::ptrdiff_t>(hi), before);
+  for (size_t i = lo; i < hi; ++i) {
+    mass += prob[order[i]];
+    if (reached(mass)) return static_cast<int64_t>(i);
+  }
+  return -1;
 }
 
 }  // namespace
@@ -129,72 +171,51 @@ int Sampler::sample(std::span<const float> logits, const SamplingParams& params,
     v = std::exp((v - max_logit) / temperature);
     total += v;
   }
-
-  // Candidates in descending probability, ties by ascending id: order_[0, sorted) is sorted
-  // and no later candidate precedes any of it.
-  auto by_probability = [this](int a, int b) {
-    return scratch_[a] > scratch_[b] || (scratch_[a] == scratch_[b] && a < b);
-  };
-  size_t sorted = 0;
-  auto sort_more = [&]() {
-    const size_t end = std::min(n, sorted + std::max<size_t>(64, sorted));
-    if (end < n) {
-      std::nth_element(order_.begin() + sorted, order_.begin() + end, order_.begin() + n,
-                       by_probability);
-    }
-    std::sort(order_.begin() + sorted, order_.begin() + end, by_probability);
-    sorted = end;
+  auto sum_of_first = [this](size_t count) {
+    double sum = 0.0;
+    for (size_t i = 0; i < count; ++i) sum += scratch_[order_[i]];
+    return sum;
   };
 
-  // 3c. Top-p: the shortest prefix whose mass reaches top_p (at least one token).
+  // 3c. Top-p: the shortest prefix (in the order) whose mass reaches top_p, at least one token.
   if (params.top_p < 1.0f) {
-    const double target = static_cast<double>(params.top_p) * total;
-    double mass = 0.0;
-    size_t kept = 0;
-    while (kept < n) {
-      if (kept == sorted) sort_more();
-      mass += scratch_[order_[kept++]];
-      if (mass >= target) break;
+    double target = static_cast<double>(params.top_p) * total;
+    if (!(target > 0.0)) target = 1.0;  // the top token's mass: keep just that one
+    const int64_t last =
+        select_by_mass({order_.data(), n}, scratch_.data(), target, /*inclusive=*/true);
+    if (last >= 0) {  // else the whole mass fell short of top_p * total by rounding: keep all
+      n = static_cast<size_t>(last) + 1;
+      total = sum_of_first(n);
     }
-    n = kept;
-    sorted = std::min(sorted, n);
-    total = mass;
   }
 
-  // 3d. Min-p: drop tokens below min_p times the top probability (which is 1). The survivors
-  // are again a prefix of the order, so filtering in place keeps the sorted prefix sorted.
+  // 3d. Min-p: drop tokens below min_p times the top probability (which is 1).
   if (params.min_p > 0.0f) {
     const float threshold = std::min(params.min_p, 1.0f);
     size_t kept = 0;
-    size_t kept_sorted = 0;
-    total = 0.0;
     for (size_t i = 0; i < n; ++i) {
-      const int id = order_[i];
-      if (scratch_[id] < threshold) continue;
-      if (i < sorted) ++kept_sorted;
-      order_[kept++] = id;
-      total += scratch_[id];
+      if (scratch_[order_[i]] >= threshold) order_[kept++] = order_[i];
     }
     n = kept;
-    sorted = kept_sorted;
+    total = sum_of_first(n);
   }
   PAGODA_CHECK_GT(n, 0u);  // the top token (probability 1) always survives
 
   // 3e. Draw by inverse CDF over the renormalized survivors.
-  const double target = static_cast<double>(counter_uniform(seed, static_cast<uint64_t>(position))) *
-                        total;
-  double mass = 0.0;
-  int last_positive = order_[0];
+  const double u = counter_uniform(seed, static_cast<uint64_t>(position));
+  const int64_t drawn =
+      select_by_mass({order_.data(), n}, scratch_.data(), u * total, /*inclusive=*/false);
+  if (drawn >= 0) return order_[drawn];
+  // u * total rounded past the summed mass: the last token in the order with a probability.
+  int last = -1;
   for (size_t i = 0; i < n; ++i) {
-    if (i == sorted) sort_more();
     const int id = order_[i];
-    const float p = scratch_[id];
-    if (p <= 0.0f) break;  // sorted: the rest is zero as well
-    mass += p;
-    last_positive = id;
-    if (mass > target) return id;
+    if (scratch_[id] > 0.0f && (last < 0 || scratch_[id] < scratch_[last] ||
+                                (scratch_[id] == scratch_[last] && id > last))) {
+      last = id;
+    }
   }
-  return last_positive;  // u * total rounded up past the summed mass
+  return last >= 0 ? last : best;
 }
 
 }  // namespace pagoda

@@ -98,7 +98,9 @@ TEST_P(CudaRmsNormTest, MatchesReference) {
 
   const Reference ref = reference(in, res, w, kRows, dim, act, kEps);
   expect_close(download(*backend, d_out.view), ref.out, act, "out");
-  if (with_residual) EXPECT_EQ(download(*backend, d_res.view), ref.residual) << "residual";
+  if (with_residual) {
+    EXPECT_EQ(download(*backend, d_res.view), ref.residual) << "residual";
+  }
   EXPECT_EQ(download(*backend, d_in.view), in) << "input must not change";
 }
 

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -206,6 +207,32 @@ struct PagedBatch {
     return t;
   }
 };
+
+// A batch with sequence b computing q_lens[b] new tokens at the end of a context of
+// seq_lens[b], its blocks drawn from a shuffled permutation of [0, num_blocks) (so tables are
+// neither contiguous nor ordered), `spare_blocks` blocks left unused, and one padding entry
+// (-1) at the end of every table row.
+inline PagedBatch make_paged_batch(std::mt19937& rng, const std::vector<int32_t>& q_lens,
+                                   const std::vector<int32_t>& seq_lens, int64_t block_size,
+                                   int64_t spare_blocks, int64_t* num_blocks) {
+  PagedBatch batch;
+  batch.q_lens = q_lens;
+  batch.seq_lens = seq_lens;
+  int64_t needed = 0;
+  for (int32_t len : seq_lens) needed += (len + block_size - 1) / block_size;
+  *num_blocks = needed + spare_blocks;
+  std::vector<int32_t> ids(*num_blocks);
+  for (int64_t i = 0; i < *num_blocks; ++i) ids[i] = static_cast<int32_t>(i);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  size_t next = 0;
+  for (int32_t len : seq_lens) {
+    const int64_t n = (len + block_size - 1) / block_size;
+    batch.tables.emplace_back(ids.begin() + next, ids.begin() + next + n);
+    next += n;
+    batch.max_blocks = std::max(batch.max_blocks, n + 1);
+  }
+  return batch;
+}
 
 // out [T, H, D] of causal paged attention (see AttentionArgs), in double.
 inline std::vector<double> ref_attention(const HostTensor& q, const HostTensor& k_cache,
