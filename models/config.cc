@@ -40,8 +40,7 @@ Status parse_rope_scaling(const Json& root, const std::string& source, RopeScali
   PAGODA_RETURN_IF_ERROR(
       json_util::read_float(rs, "high_freq_factor", where, Need::kRequired, &s.high_freq_factor));
   PAGODA_RETURN_IF_ERROR(json_util::read_int(rs, "original_max_position_embeddings", where,
-                                             Need::kRequired,
-                                             &s.original_max_position_embeddings));
+                                             Need::kRequired, &s.original_max_position_embeddings));
   *out = s;
   return OkStatus();
 }
@@ -100,7 +99,8 @@ StatusOr<ModelConfig> parse_hf_config(const std::string& json_text, const std::s
       json_util::read_int(root, "bos_token_id", source, Need::kOptional, &c.bos_token_id));
   PAGODA_RETURN_IF_ERROR(json_util::read_token_ids(root, "eos_token_id", source, &c.eos_token_ids));
   std::string dtype;
-  PAGODA_RETURN_IF_ERROR(json_util::read_string(root, "torch_dtype", source, Need::kOptional, &dtype));
+  PAGODA_RETURN_IF_ERROR(
+      json_util::read_string(root, "torch_dtype", source, Need::kOptional, &dtype));
   if (dtype.empty()) {  // newer transformers write "dtype"
     PAGODA_RETURN_IF_ERROR(json_util::read_string(root, "dtype", source, Need::kOptional, &dtype));
   }
@@ -128,10 +128,10 @@ Status ModelConfig::validate(const std::string& source) const {
   PAGODA_RETURN_IF_ERROR(positive("max_position_embeddings", max_position_embeddings));
   if (num_heads % num_kv_heads != 0) {
     return bad("num_attention_heads (" + std::to_string(num_heads) +
-               ") is not a multiple of num_key_value_heads (" + std::to_string(num_kv_heads) +
-               ")");
+               ") is not a multiple of num_key_value_heads (" + std::to_string(num_kv_heads) + ")");
   }
-  if (head_dim % 2 != 0) return bad("head_dim must be even for RoPE, got " + std::to_string(head_dim));
+  if (head_dim % 2 != 0)
+    return bad("head_dim must be even for RoPE, got " + std::to_string(head_dim));
   if (!(rms_norm_eps > 0.0f) || !std::isfinite(rms_norm_eps)) {
     return bad("rms_norm_eps must be positive, got " + std::to_string(rms_norm_eps));
   }

@@ -84,7 +84,8 @@ Status read_config(const GgufFile& g, const std::string& path, ModelConfig* c) {
              tokens != nullptr && tokens->type == GgufType::kArray) {
     c->vocab_size = static_cast<int>(tokens->array_len);
   } else {
-    return InvalidArgument(path + ": neither llama.vocab_size nor tokenizer.ggml.tokens is present");
+    return InvalidArgument(path +
+                           ": neither llama.vocab_size nor tokenizer.ggml.tokens is present");
   }
   // 0xFFFFFFFF (or anything outside the vocabulary) means "none" in GGUF files.
   int bos = -1, eos = -1;
@@ -103,9 +104,12 @@ Status read_config(const GgufFile& g, const std::string& path, ModelConfig* c) {
 // GGUF name -> Hugging Face name; *rope_heads > 0 when the rows need the RoPE permutation.
 bool map_name(const std::string& name, const ModelConfig& c, std::string* hf, int* rope_heads) {
   *rope_heads = 0;
-  if (name == "token_embd.weight") *hf = "model.embed_tokens.weight";
-  else if (name == "output_norm.weight") *hf = "model.norm.weight";
-  else if (name == "output.weight") *hf = "lm_head.weight";
+  if (name == "token_embd.weight")
+    *hf = "model.embed_tokens.weight";
+  else if (name == "output_norm.weight")
+    *hf = "model.norm.weight";
+  else if (name == "output.weight")
+    *hf = "lm_head.weight";
   else {
     int layer = -1, used = 0;
     char rest[64] = {};
@@ -185,17 +189,17 @@ StatusOr<LoadedModel> load_gguf(const std::string& path) {
   if (embd == nullptr) return InvalidArgument(path + ": tensor 'token_embd.weight' is missing");
   c.dtype = (first_q != nullptr ? first_q : embd)->dtype;
   // Converters write the tied embedding out twice; keep one copy.
-  const bool output_is_copy = output != nullptr && output->ggml_type == embd->ggml_type &&
-                              output->ne == embd->ne &&
-                              std::memcmp(g.tensor_data(*output), g.tensor_data(*embd),
-                                          embd->nbytes) == 0;
+  const bool output_is_copy =
+      output != nullptr && output->ggml_type == embd->ggml_type && output->ne == embd->ne &&
+      std::memcmp(g.tensor_data(*output), g.tensor_data(*embd), embd->nbytes) == 0;
   c.tie_word_embeddings = output == nullptr || output_is_copy;
 
   for (const GgufTensorInfo& t : g.tensors) {
     if (&t == output && output_is_copy) continue;
     if (t.name == "rope_freqs.weight") {
-      return Unimplemented(path + ": tensor 'rope_freqs.weight' (llama3 RoPE scaling in GGUF) is "
-                                  "not supported yet");
+      return Unimplemented(path +
+                           ": tensor 'rope_freqs.weight' (llama3 RoPE scaling in GGUF) is "
+                           "not supported yet");
     }
     std::string hf;
     int rope_heads = 0;
@@ -211,7 +215,8 @@ StatusOr<LoadedModel> load_gguf(const std::string& path) {
     }
   }
   model.weights.keep_alive(std::move(g.file));
-  const std::string tokenizer = loader_util::join_path(loader_util::dir_name(path), "tokenizer.model");
+  const std::string tokenizer =
+      loader_util::join_path(loader_util::dir_name(path), "tokenizer.model");
   if (loader_util::is_regular_file(tokenizer)) model.tokenizer_path = tokenizer;
   return model;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <type_traits>
 
 #include "models/loaders/loader_util.h"
 
@@ -15,13 +16,13 @@ constexpr int kMaxArrayDepth = 8;
 // ggml type ids: the three pagoda loads, and the names of the rest for error messages.
 const char* ggml_type_name(uint32_t t) {
   static const std::map<uint32_t, const char*> kNames = {
-      {0, "F32"},      {1, "F16"},     {2, "Q4_0"},    {3, "Q4_1"},    {6, "Q5_0"},
-      {7, "Q5_1"},     {8, "Q8_0"},    {9, "Q8_1"},    {10, "Q2_K"},   {11, "Q3_K"},
-      {12, "Q4_K"},    {13, "Q5_K"},   {14, "Q6_K"},   {15, "Q8_K"},   {16, "IQ2_XXS"},
-      {17, "IQ2_XS"},  {18, "IQ3_XXS"}, {19, "IQ1_S"}, {20, "IQ4_NL"}, {21, "IQ3_S"},
-      {22, "IQ2_S"},   {23, "IQ4_XS"}, {24, "I8"},     {25, "I16"},    {26, "I32"},
-      {27, "I64"},     {28, "F64"},    {29, "IQ1_M"},  {30, "BF16"},   {34, "TQ1_0"},
-      {35, "TQ2_0"},   {39, "MXFP4"}};
+      {0, "F32"},     {1, "F16"},      {2, "Q4_0"},   {3, "Q4_1"},    {6, "Q5_0"},
+      {7, "Q5_1"},    {8, "Q8_0"},     {9, "Q8_1"},   {10, "Q2_K"},   {11, "Q3_K"},
+      {12, "Q4_K"},   {13, "Q5_K"},    {14, "Q6_K"},  {15, "Q8_K"},   {16, "IQ2_XXS"},
+      {17, "IQ2_XS"}, {18, "IQ3_XXS"}, {19, "IQ1_S"}, {20, "IQ4_NL"}, {21, "IQ3_S"},
+      {22, "IQ2_S"},  {23, "IQ4_XS"},  {24, "I8"},    {25, "I16"},    {26, "I32"},
+      {27, "I64"},    {28, "F64"},     {29, "IQ1_M"}, {30, "BF16"},   {34, "TQ1_0"},
+      {35, "TQ2_0"},  {39, "MXFP4"}};
   auto it = kNames.find(t);
   return it == kNames.end() ? nullptr : it->second;
 }
@@ -76,12 +77,32 @@ class Cursor {
 
 int scalar_size(GgufType t) {
   switch (t) {
-    case GgufType::kU8: case GgufType::kI8: case GgufType::kBool: return 1;
-    case GgufType::kU16: case GgufType::kI16: return 2;
-    case GgufType::kU32: case GgufType::kI32: case GgufType::kF32: return 4;
-    case GgufType::kU64: case GgufType::kI64: case GgufType::kF64: return 8;
+    case GgufType::kU8:
+    case GgufType::kI8:
+    case GgufType::kBool: return 1;
+    case GgufType::kU16:
+    case GgufType::kI16: return 2;
+    case GgufType::kU32:
+    case GgufType::kI32:
+    case GgufType::kF32: return 4;
+    case GgufType::kU64:
+    case GgufType::kI64:
+    case GgufType::kF64: return 8;
     default: return 0;
   }
+}
+
+template <typename T>
+Status read_scalar(Cursor& c, const std::string& what, GgufValue* v) {
+  T x;
+  PAGODA_RETURN_IF_ERROR(c.read(&x, what));
+  if constexpr (std::is_floating_point_v<T>) {
+    v->f = x;
+  } else {
+    v->i = static_cast<int64_t>(x);
+    if constexpr (std::is_unsigned_v<T>) v->u = x;
+  }
+  return OkStatus();
 }
 
 Status read_value(Cursor& c, uint32_t raw_type, const std::string& key, const std::string& path,
@@ -94,17 +115,20 @@ Status read_value(Cursor& c, uint32_t raw_type, const std::string& key, const st
   v->type = type;
   const std::string what = "metadata value '" + key + "'";
   switch (type) {
-    case GgufType::kU8: { uint8_t x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->u = x; v->i = x; break; }
-    case GgufType::kI8: { int8_t x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->i = x; break; }
-    case GgufType::kU16: { uint16_t x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->u = x; v->i = x; break; }
-    case GgufType::kI16: { int16_t x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->i = x; break; }
-    case GgufType::kU32: { uint32_t x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->u = x; v->i = x; break; }
-    case GgufType::kI32: { int32_t x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->i = x; break; }
-    case GgufType::kU64: { uint64_t x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->u = x; v->i = static_cast<int64_t>(x); break; }
-    case GgufType::kI64: { int64_t x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->i = x; break; }
-    case GgufType::kF32: { float x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->f = x; break; }
-    case GgufType::kF64: { double x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->f = x; break; }
-    case GgufType::kBool: { uint8_t x; PAGODA_RETURN_IF_ERROR(c.read(&x, what)); v->u = x != 0; break; }
+    case GgufType::kU8: return read_scalar<uint8_t>(c, what, v);
+    case GgufType::kI8: return read_scalar<int8_t>(c, what, v);
+    case GgufType::kU16: return read_scalar<uint16_t>(c, what, v);
+    case GgufType::kI16: return read_scalar<int16_t>(c, what, v);
+    case GgufType::kU32: return read_scalar<uint32_t>(c, what, v);
+    case GgufType::kI32: return read_scalar<int32_t>(c, what, v);
+    case GgufType::kU64: return read_scalar<uint64_t>(c, what, v);
+    case GgufType::kI64: return read_scalar<int64_t>(c, what, v);
+    case GgufType::kF32: return read_scalar<float>(c, what, v);
+    case GgufType::kF64: return read_scalar<double>(c, what, v);
+    case GgufType::kBool:
+      PAGODA_RETURN_IF_ERROR(read_scalar<uint8_t>(c, what, v));
+      v->u = v->u != 0;
+      break;
     case GgufType::kString: PAGODA_RETURN_IF_ERROR(c.read_string(&v->s, what)); break;
     case GgufType::kArray: {
       if (depth >= kMaxArrayDepth) return InvalidArgument(path + ": " + what + " nests too deeply");
@@ -119,7 +143,8 @@ Status read_value(Cursor& c, uint32_t raw_type, const std::string& key, const st
       if (const int sz = scalar_size(v->array_type); sz > 0) {
         uint64_t bytes = 0;
         if (__builtin_mul_overflow(v->array_len, static_cast<uint64_t>(sz), &bytes)) {
-          return DataLoss(path + ": " + what + " claims " + std::to_string(v->array_len) + " elements");
+          return DataLoss(path + ": " + what + " claims " + std::to_string(v->array_len) +
+                          " elements");
         }
         PAGODA_RETURN_IF_ERROR(c.skip(bytes, what));
       } else {
@@ -166,7 +191,8 @@ StatusOr<GgufFile> read_gguf(const std::string& path) {
   PAGODA_ASSIGN_OR_RETURN(g.file, MappedFile::open(path));
   const uint64_t size = g.file->size();
   Cursor c(g.file->data(), size, path);
-  if (size < 4) return DataLoss(path + ": truncated: " + std::to_string(size) + " bytes, no GGUF magic");
+  if (size < 4)
+    return DataLoss(path + ": truncated: " + std::to_string(size) + " bytes, no GGUF magic");
   if (std::memcmp(g.file->data(), "GGUF", 4) != 0) {
     std::string shown;
     for (int k = 0; k < 4; ++k) {

@@ -18,12 +18,23 @@
 namespace pagoda {
 
 enum class GgufType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
-// One metadata value. Scalars land in the field their type suggests; arrays keep only their
-// element type and length, except arrays of strings whose length alone is what pagoda needs.
+// One metadata value. Scalars land in the field their type suggests (integers in i, unsigned
+// ones also in u); arrays keep only their element type and length, their contents are skipped.
 struct GgufValue {
   GgufType type = GgufType::kU8;
   uint64_t u = 0;  // unsigned integers and bool

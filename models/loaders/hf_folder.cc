@@ -34,7 +34,8 @@ StatusOr<LoadedModel> load_hf_folder(const std::string& dir) {
   if (!loader_util::is_directory(dir)) return NotFound("model folder " + dir + " does not exist");
   const std::string config_path = join_path(dir, "config.json");
   if (!is_regular_file(config_path)) {
-    return NotFound(config_path + " does not exist: " + dir + " is not a Hugging Face model folder");
+    return NotFound(config_path + " does not exist: " + dir +
+                    " is not a Hugging Face model folder");
   }
   LoadedModel model;
   model.source = dir;
@@ -57,8 +58,9 @@ StatusOr<LoadedModel> load_hf_folder(const std::string& dir) {
     PAGODA_RETURN_IF_ERROR(load_safetensors(single_path, &model.weights));
   } else if (is_regular_file(join_path(dir, "pytorch_model.bin")) ||
              is_regular_file(join_path(dir, "pytorch_model.bin.index.json"))) {
-    return Unimplemented(dir + " holds PyTorch pickle weights (pytorch_model.bin); pagoda reads "
-                               "safetensors only");
+    return Unimplemented(dir +
+                         " holds PyTorch pickle weights (pytorch_model.bin); pagoda reads "
+                         "safetensors only");
   } else {
     return NotFound(dir + " has neither model.safetensors nor model.safetensors.index.json");
   }

@@ -9,7 +9,9 @@
 namespace pagoda::json_util {
 namespace {
 
-std::string type_of(const Json& v) { return v.type_name(); }
+std::string type_of(const Json& v) {
+  return v.type_name();
+}
 
 Status missing(const char* key, const std::string& source) {
   return InvalidArgument(source + ": required key '" + key + "' is missing");
@@ -56,8 +58,7 @@ StatusOr<Json> parse_object(const std::string& text, const std::string& source) 
   Json j = Json::parse(text, /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return InvalidArgument(source + ": invalid JSON");
   if (!j.is_object()) {
-    return InvalidArgument(source + ": expected a JSON object at the top level, got " +
-                           type_of(j));
+    return InvalidArgument(source + ": expected a JSON object at the top level, got " + type_of(j));
   }
   return j;
 }
@@ -67,8 +68,7 @@ bool has(const Json& obj, const char* key) {
   return it != obj.end() && !it->is_null();
 }
 
-Status read_int(const Json& obj, const char* key, const std::string& source, Need need,
-                int* out) {
+Status read_int(const Json& obj, const char* key, const std::string& source, Need need, int* out) {
   const Json* v = nullptr;
   PAGODA_RETURN_IF_ERROR(lookup(obj, key, source, need, &v));
   return v == nullptr ? OkStatus() : to_int(*v, key, source, out);
@@ -113,13 +113,15 @@ Status read_token_ids(const Json& obj, const char* key, const std::string& sourc
   if (v->is_array()) {
     for (const Json& e : *v) {
       int id = 0;
-      if (!e.is_number_integer()) return wrong_type(key, source, "an integer or a list of integers", *v);
+      if (!e.is_number_integer())
+        return wrong_type(key, source, "an integer or a list of integers", *v);
       PAGODA_RETURN_IF_ERROR(to_int(e, key, source, &id));
       ids.push_back(id);
     }
   } else {
     int id = 0;
-    if (!v->is_number_integer()) return wrong_type(key, source, "an integer or a list of integers", *v);
+    if (!v->is_number_integer())
+      return wrong_type(key, source, "an integer or a list of integers", *v);
     PAGODA_RETURN_IF_ERROR(to_int(*v, key, source, &id));
     ids.push_back(id);
   }

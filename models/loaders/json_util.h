@@ -2,10 +2,9 @@
 // naming the file and the key. Internal to pagoda_model_files (nlohmann is linked privately).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/status.h"
 
@@ -26,8 +25,7 @@ bool has(const Json& obj, const char* key);
 Status read_int(const Json& obj, const char* key, const std::string& source, Need need, int* out);
 Status read_float(const Json& obj, const char* key, const std::string& source, Need need,
                   float* out);
-Status read_bool(const Json& obj, const char* key, const std::string& source, Need need,
-                 bool* out);
+Status read_bool(const Json& obj, const char* key, const std::string& source, Need need, bool* out);
 Status read_string(const Json& obj, const char* key, const std::string& source, Need need,
                    std::string* out);
 // An integer or a list of integers (eos_token_id); *out is replaced when the key is present.

@@ -26,14 +26,16 @@ struct Entry {
 
 // F32/F16/BF16 are loaded; the other safetensors dtypes are recognised and refused.
 Status parse_dtype_tag(const std::string& tag, const std::string& where, DType* out) {
-  if (tag == "F32") *out = DType::kF32;
-  else if (tag == "F16") *out = DType::kF16;
-  else if (tag == "BF16") *out = DType::kBF16;
+  if (tag == "F32")
+    *out = DType::kF32;
+  else if (tag == "F16")
+    *out = DType::kF16;
+  else if (tag == "BF16")
+    *out = DType::kBF16;
   else {
-    static const std::set<std::string> kKnown = {"F64",     "I64",    "U64",     "I32",
-                                                 "U32",     "I16",    "U16",     "I8",
-                                                 "U8",      "BOOL",   "F8_E4M3", "F8_E5M2",
-                                                 "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"};
+    static const std::set<std::string> kKnown = {
+        "F64", "I64",  "U64",     "I32",     "U32",     "I16",     "U16",     "I8",
+        "U8",  "BOOL", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"};
     if (kKnown.count(tag)) {
       return Unimplemented(where + " has dtype " + tag +
                            ", which pagoda does not load (F32, F16, BF16)");
@@ -59,11 +61,11 @@ Status parse_entry(const std::string& name, const Json& v, const std::string& pa
   }
   for (const Json& d : *sh) {
     if (!d.is_number_unsigned()) {
-      return InvalidArgument(where + ": shape " + sh->dump() +
-                             " must hold non-negative integers");
+      return InvalidArgument(where + ": shape " + sh->dump() + " must hold non-negative integers");
     }
     const uint64_t u = d.get<uint64_t>();
-    if (u > (uint64_t{1} << 62)) return InvalidArgument(where + ": shape " + sh->dump() + " is too large");
+    if (u > (uint64_t{1} << 62))
+      return InvalidArgument(where + ": shape " + sh->dump() + " is too large");
     e->shape.push_back(static_cast<int64_t>(u));
   }
   auto off = v.find("data_offsets");
@@ -74,10 +76,12 @@ Status parse_entry(const std::string& name, const Json& v, const std::string& pa
   e->begin = (*off)[0].get<uint64_t>();
   e->end = (*off)[1].get<uint64_t>();
   const std::string range = "[" + std::to_string(e->begin) + ", " + std::to_string(e->end) + ")";
-  if (e->end < e->begin) return InvalidArgument(where + ": data_offsets " + range + " are reversed");
+  if (e->end < e->begin)
+    return InvalidArgument(where + ": data_offsets " + range + " are reversed");
   if (e->end > data_size) {
     return DataLoss(where + ": data_offsets " + range + " run past the end of the data (" +
-                    std::to_string(data_size) + " bytes): the file is truncated or the header lies");
+                    std::to_string(data_size) +
+                    " bytes): the file is truncated or the header lies");
   }
   int64_t numel = 0;
   if (!loader_util::checked_numel(e->shape, &numel)) {
@@ -117,8 +121,10 @@ Status load_safetensors(const std::string& path, WeightStore* store,
   }
   const char* header = reinterpret_cast<const char*>(bytes + 8);
   Json root = Json::parse(header, header + header_len, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded()) return InvalidArgument(path + ": the safetensors header is not valid JSON");
-  if (!root.is_object()) return InvalidArgument(path + ": the safetensors header is not a JSON object");
+  if (root.is_discarded())
+    return InvalidArgument(path + ": the safetensors header is not valid JSON");
+  if (!root.is_object())
+    return InvalidArgument(path + ": the safetensors header is not a JSON object");
 
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = size - data_start;
@@ -152,8 +158,8 @@ Status load_safetensors(const std::string& path, WeightStore* store,
   }
 
   for (const Entry& e : entries) {
-    PAGODA_RETURN_IF_ERROR(
-        loader_util::add_tensor(store, e.name, bytes + data_start + e.begin, e.dtype, e.shape, path));
+    PAGODA_RETURN_IF_ERROR(loader_util::add_tensor(store, e.name, bytes + data_start + e.begin,
+                                                   e.dtype, e.shape, path));
     if (names != nullptr) names->push_back(e.name);
   }
   store->keep_alive(std::move(file));

@@ -60,7 +60,8 @@ GgufBuilder tiny_llama(bool with_output, const std::string& arch = "llama") {
 // Row r's first element says which source row it came from.
 std::vector<int> row_sources(const TensorView& t) {
   std::vector<int> out;
-  for (int64_t r = 0; r < t.shape[0]; ++r) out.push_back(static_cast<int>(t.as<float>()[r * t.shape[1]] / 100));
+  for (int64_t r = 0; r < t.shape[0]; ++r)
+    out.push_back(static_cast<int>(t.as<float>()[r * t.shape[1]] / 100));
   return out;
 }
 
@@ -151,8 +152,8 @@ void expect_error(const StatusOr<LoadedModel>& m, StatusCode code, const std::st
   EXPECT_EQ(m.status().code(), code) << m.status().to_string();
   EXPECT_NE(m.status().message().find(path), std::string::npos) << m.status().to_string();
   for (const std::string& s : mentions) {
-    EXPECT_NE(m.status().message().find(s), std::string::npos) << "'" << s << "' in "
-                                                               << m.status().to_string();
+    EXPECT_NE(m.status().message().find(s), std::string::npos)
+        << "'" << s << "' in " << m.status().to_string();
   }
 }
 

@@ -1,9 +1,9 @@
 // parse_hf_config, ModelConfig::validate and rope_inv_freq.
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <numbers>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "models/config.h"
 

@@ -77,9 +77,10 @@ inline std::string safetensors_file(const std::vector<StTensor>& tensors, size_t
   std::string header = "{\"__metadata__\":{\"format\":\"pt\"}";
   std::string data;
   for (const StTensor& t : tensors) {
-    header += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":" + shape_json(t.shape) +
-              ",\"data_offsets\":[" + std::to_string(data.size()) + "," +
-              std::to_string(data.size() + t.bytes.size()) + "]}";
+    header += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype +
+              "\",\"shape\":" + shape_json(t.shape) + ",\"data_offsets\":[" +
+              std::to_string(data.size()) + "," + std::to_string(data.size() + t.bytes.size()) +
+              "]}";
     data += t.bytes;
   }
   return safetensors_raw(header + "}", data, pad_to);
@@ -88,9 +89,18 @@ inline std::string safetensors_file(const std::vector<StTensor>& tensors, size_t
 // GGUF writer (little-endian, version 3 by default).
 class GgufBuilder {
  public:
-  void kv_u32(const std::string& key, uint32_t v) { kv_head(key, 4); append_pod(&kv_, v); }
-  void kv_f32(const std::string& key, float v) { kv_head(key, 6); append_pod(&kv_, v); }
-  void kv_str(const std::string& key, const std::string& v) { kv_head(key, 8); str(&kv_, v); }
+  void kv_u32(const std::string& key, uint32_t v) {
+    kv_head(key, 4);
+    append_pod(&kv_, v);
+  }
+  void kv_f32(const std::string& key, float v) {
+    kv_head(key, 6);
+    append_pod(&kv_, v);
+  }
+  void kv_str(const std::string& key, const std::string& v) {
+    kv_head(key, 8);
+    str(&kv_, v);
+  }
   void kv_str_array(const std::string& key, size_t n) {
     kv_head(key, 9);
     append_pod<uint32_t>(&kv_, 8);

@@ -1,10 +1,10 @@
 // load_model end to end: the bundled stories260K Hugging Face folder (made by
 // scripts/convert_llama2c.py from llama2.c's checkpoint) against the same model in GGUF, and the
 // Hugging Face folder rules (missing pieces, special ids, tokenizer path).
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <set>
-
-#include <gtest/gtest.h>
 
 #include "models/weights.h"
 #include "tests/unit/model_file_test_util.h"
@@ -81,7 +81,8 @@ TEST(ModelLoad, Stories260KFolderAndGgufAgreeBitForBit) {
 void write_folder(const TempDir& dir, const std::string& extra_config = "") {
   write_file(dir.file("config.json"), R"({"model_type": "llama", "vocab_size": 16,
     "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-    "max_position_embeddings": 32, "eos_token_id": 2)" + extra_config + "}");
+    "max_position_embeddings": 32, "eos_token_id": 2)" +
+                                          extra_config + "}");
   const std::vector<float> v(8, 1.0f);
   write_file(dir.file("model.safetensors"),
              safetensors_file({{"model.norm.weight", "F32", {8}, testing::bytes_of(v)}}));
@@ -144,9 +145,10 @@ TEST(ModelLoad, ShardedFolder) {
   const std::vector<float> v(8, 2.0f);
   write_file(dir.file("model-00001-of-00002.safetensors"),
              safetensors_file({{"model.norm.weight", "F32", {8}, testing::bytes_of(v)}}));
-  write_file(dir.file("model-00002-of-00002.safetensors"),
-             safetensors_file({{"lm_head.weight", "F32", {16, 8},
-                                testing::bytes_of(std::vector<float>(128, 3.0f))}}));
+  write_file(
+      dir.file("model-00002-of-00002.safetensors"),
+      safetensors_file(
+          {{"lm_head.weight", "F32", {16, 8}, testing::bytes_of(std::vector<float>(128, 3.0f))}}));
   write_file(dir.file("model.safetensors.index.json"), R"({"weight_map": {
       "model.norm.weight": "model-00001-of-00002.safetensors",
       "lm_head.weight": "model-00002-of-00002.safetensors"}})");

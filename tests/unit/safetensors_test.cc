@@ -16,7 +16,9 @@ using testing::StTensor;
 using testing::TempDir;
 using testing::write_file;
 
-std::string f32_bytes(const std::vector<float>& v) { return testing::bytes_of(v); }
+std::string f32_bytes(const std::vector<float>& v) {
+  return testing::bytes_of(v);
+}
 std::string f16_bytes(const std::vector<float>& v) {
   std::vector<uint16_t> h;
   for (float x : v) h.push_back(f32_to_f16(x));
@@ -41,14 +43,14 @@ void expect_error(const Status& status, StatusCode code, const std::string& path
   EXPECT_EQ(status.code(), code) << status.to_string();
   EXPECT_NE(status.message().find(path), std::string::npos) << status.to_string();
   for (const std::string& m : mentions) {
-    EXPECT_NE(status.message().find(m), std::string::npos) << "'" << m << "' in "
-                                                           << status.to_string();
+    EXPECT_NE(status.message().find(m), std::string::npos)
+        << "'" << m << "' in " << status.to_string();
   }
 }
 
 const std::vector<float> kA = {1.0f, -2.5f, 3.25f, 0.0f, 1e-3f, -7.0f};  // [2, 3]
-const std::vector<float> kB = {1.5f, -2.0f, 0.25f, 65504.0f};              // [4], exact in f16
-const std::vector<float> kC = {1.0f, -0.5f, 3.0f, 256.0f};                 // [2, 2], exact in bf16
+const std::vector<float> kB = {1.5f, -2.0f, 0.25f, 65504.0f};            // [4], exact in f16
+const std::vector<float> kC = {1.0f, -0.5f, 3.0f, 256.0f};               // [2, 2], exact in bf16
 
 std::vector<StTensor> three_tensors() {
   return {{"a", "F32", {2, 3}, f32_bytes(kA)},
@@ -98,9 +100,9 @@ TEST(Safetensors, Sharded) {
   TempDir dir;
   write_file(dir.file("model-00001-of-00002.safetensors"),
              safetensors_file({{"a", "F32", {2, 3}, f32_bytes(kA)}}));
-  write_file(dir.file("model-00002-of-00002.safetensors"),
-             safetensors_file({{"b", "F16", {4}, f16_bytes(kB)},
-                               {"c", "BF16", {2, 2}, bf16_bytes(kC)}}));
+  write_file(
+      dir.file("model-00002-of-00002.safetensors"),
+      safetensors_file({{"b", "F16", {4}, f16_bytes(kB)}, {"c", "BF16", {2, 2}, bf16_bytes(kC)}}));
   const std::string index = dir.file("model.safetensors.index.json");
   write_file(index, R"({"metadata": {"total_size": 40}, "weight_map": {
       "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors",
@@ -230,9 +232,9 @@ TEST(Safetensors, MalformedHeader) {
   write_file(path, safetensors_raw(R"({"a":{"dtype":"F32","shape":[1]}})", f32_bytes({1})));
   expect_error(load_safetensors(path, &store), StatusCode::kInvalidArgument, path,
                {"'a'", "data_offsets"});
-  write_file(path, safetensors_raw(
-                       R"({"a":{"dtype":"F32","shape":[1,1,1,1,1],"data_offsets":[0,4]}})",
-                       f32_bytes({1})));
+  write_file(path,
+             safetensors_raw(R"({"a":{"dtype":"F32","shape":[1,1,1,1,1],"data_offsets":[0,4]}})",
+                             f32_bytes({1})));
   expect_error(load_safetensors(path, &store), StatusCode::kUnimplemented, path, {"'a'", "dims"});
 }
 
