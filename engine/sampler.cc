@@ -1,14 +1,17 @@
 // The host sampler. One call turns one row of logits into one token id; see engine/sampler.h
-// for the order of the steps. Expected O(V) per call, with no full sort: top-k selects with
-// nth_element; top-p and the draw, which both look for the point where the mass summed in
-// descending probability reaches a target, use a quickselect on mass (select_by_mass).
+// for the order of the steps. O(V) per call, with no full sort: top-k keeps a small buffer
+// (select_top_k); top-p and the draw, which both look for the point where the mass summed in
+// descending probability reaches a target, use a radix select on mass (find_by_mass).
 // Probabilities are kept unnormalized (the top token has 1); the draw scales u by their sum.
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 
 #include "core/check.h"
 
@@ -22,58 +25,157 @@ constexpr uint32_t kPhiloxW1 = 0xBB67AE85;  // sqrt(3) - 1
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Lowest id among the largest values.
-int argmax(const std::vector<float>& values) {
-  int best = 0;
-  for (int i = 1; i < static_cast<int>(values.size()); ++i) {
-    if (values[i] > values[best]) best = i;
-  }
-  return best;
+using Candidate = std::pair<float, int>;  // (logit or probability, id)
+
+// The order of everything below: larger value first, smaller id first among equal values.
+bool precedes(const Candidate& a, const Candidate& b) {
+  return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
 
-// Candidates in `order` with unnormalized probabilities prob[id], taken in descending
-// probability, ascending id on ties ("the order"). Finds the first candidate at which the running
-// mass exceeds `target` (reaches it, if `inclusive`) and rearranges `order` so that order[0, pos]
-// holds the candidates up to it, itself last. Returns pos, or -1 if the whole mass falls short.
-// A quickselect on mass (expected O(n)); only the last few candidates are sorted. Sums are
-// double, grouped by partition: a sequential sum in the order could differ only when target
-// lies within rounding of a boundary.
-int64_t select_by_mass(std::span<int> order, const float* prob, double target, bool inclusive) {
-  auto before = [prob](int a, int b) { return prob[a] > prob[b] || (prob[a] == prob[b] && a < b); };
-  auto reached = [&](double mass) { return inclusive ? mass >= target : mass > target; };
-  size_t lo = 0;
-  size_t hi = order.size();
-  double mass = 0.0;  // of order[0, lo), which has not reached target
-  while (hi - lo > 32) {
-    int a = order[lo];
-    int b = order[lo + (hi - lo) / 2];
-    int c = order[hi - 1];
-    if (before(b, a)) std::swap(a, b);
-    if (before(c, b)) std::swap(b, c);
-    if (before(b, a)) std::swap(a, b);
-    const int pivot = b;  // the median of the three
-    const auto first = order.begin() + static_cast<std::ptrdiff_t>(lo);
-    const auto last = order.begin() + static_cast<std::ptrdiff_t>(hi);
-    const auto middle = std::partition(first, last, [&](int x) { return before(x, pivot); });
-    std::iter_swap(middle, std::find(middle, last, pivot));
-    const size_t m = static_cast<size_t>(middle - order.begin());
-    double ahead = 0.0;  // of order[lo, m): the candidates before the pivot
-    for (size_t i = lo; i < m; ++i) ahead += prob[order[i]];
-    if (reached(mass + ahead)) {
-      hi = m;
-      continue;
+// Lowest id among the largest values (no NaN among them). The maximum first, in eight lanes
+// so that it vectorizes, then its first position.
+int argmax(const std::vector<float>& values) {
+  std::array<float, 8> lanes;
+  lanes.fill(kNegInf);
+  size_t i = 0;
+  for (; i + 8 <= values.size(); i += 8) {
+    for (size_t j = 0; j < 8; ++j) lanes[j] = std::max(lanes[j], values[i + j]);
+  }
+  for (; i < values.size(); ++i) lanes[0] = std::max(lanes[0], values[i]);
+  const float max = *std::max_element(lanes.begin(), lanes.end());
+  const auto it = std::find(values.begin(), values.end(), max);
+  return it == values.end() ? 0 : static_cast<int>(it - values.begin());
+}
+
+// exp(x) for x <= 0 (or -inf), within a few ulp; 0 below -87 (the result would be about
+// 1.6e-38 there, far below what a 24-bit uniform can pick). Cephes' expf polynomial, written
+// with explicit fma and no branches so that the compiler vectorizes loops over it, and vector
+// and scalar code give the same bits.
+inline float exp_nonpositive(float x) {
+  const float clamped = std::max(x, -87.0f);
+  // n = round(x / ln 2), by the 1.5 * 2^23 trick (floor would not vectorize).
+  constexpr float kRound = 12582912.0f;
+  const float n = std::fma(clamped, 1.44269504088896341f, kRound) - kRound;
+  float r = std::fma(n, -0.693359375f, clamped);
+  r = std::fma(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  p = std::fma(p, r * r, r + 1.0f);
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  // Zero below -87 by masking the bits: a conditional would keep the loop scalar.
+  const uint32_t keep = 0u - static_cast<uint32_t>(x >= -87.0f);
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(p * scale) & keep);
+}
+
+// A double sum in a fixed grouping (eight running sums), so that it pipelines.
+double sum(const std::vector<float>& values) {
+  std::array<double, 8> partial{};
+  size_t i = 0;
+  for (; i + 8 <= values.size(); i += 8) {
+    for (size_t j = 0; j < 8; ++j) partial[j] += values[i + j];
+  }
+  for (; i < values.size(); ++i) partial[0] += values[i];
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+// The first k (0 < k < values.size()) of `values` in the order, into `out` (unordered). One
+// pass with a buffer of at most k + max(k, 64): when it fills, keep its first k (nth_element)
+// and raise the bar to the k-th value. Ids come in ascending order, so a value equal to the bar
+// ranks after everything kept and is skipped.
+void select_top_k(const std::vector<float>& values, size_t k, std::vector<Candidate>& out) {
+  out.clear();
+  const size_t capacity = k + std::max<size_t>(k, 64);
+  out.reserve(capacity);
+  const auto keep_first_k = [&]() {
+    std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k - 1), out.end(),
+                     precedes);
+    out.resize(k);
+  };
+  bool pruned = false;
+  float bar = kNegInf;
+  for (int id = 0; id < static_cast<int>(values.size()); ++id) {
+    const float v = values[id];
+    if (pruned && !(v > bar)) continue;
+    out.emplace_back(v, id);
+    if (out.size() == capacity) {
+      keep_first_k();
+      bar = out[k - 1].first;
+      pruned = true;
     }
-    mass += ahead + prob[pivot];
-    if (reached(mass)) return static_cast<int64_t>(m);
-    lo = m + 1;
   }
-  std::sort(order.begin() + static_cast<std::ptrdiff_t>(lo),
-            order.begin() + static_cast<std::ptrdiff_t>(hi), before);
-  for (size_t i = lo; i < hi; ++i) {
-    mass += prob[order[i]];
-    if (reached(mass)) return static_cast<int64_t>(i);
+  if (out.size() > k) keep_first_k();
+}
+
+// Candidates hold unnormalized probabilities in [0, 1]. Returns the first candidate in the
+// order at which the running mass exceeds `target` (reaches it, if `inclusive`), or nothing if
+// the whole mass falls short.
+// A radix select on the bits of the probabilities, which order like the values (non-negative
+// floats): a histogram of mass over bits 29..20 (31 and 30 are 0 in [0, 1]) finds the bucket
+// where the mass crosses target; its candidates are gathered into `bucket`, one over bits 19..10
+// narrows them down, and only the few left are sorted. Two passes over the candidates, no full
+// sort. Sums are double, grouped by bucket: a sequential sum in the order could differ only
+// when target lies within rounding of a boundary.
+std::optional<Candidate> find_by_mass(std::span<const Candidate> cands, double target,
+                                      bool inclusive, std::vector<Candidate>& bucket) {
+  const auto reached = [&](double mass) { return inclusive ? mass >= target : mass > target; };
+  struct Level {
+    int shift;
+    uint32_t mask;
+  };
+  static constexpr Level kLevels[] = {{20, 0x3FF}, {10, 0x3FF}};  // 1.0f is 0x3F800000
+  constexpr int kWays = 4;  // interleaved histograms: consecutive adds to one bucket pipeline
+  std::array<std::array<double, 1024>, kWays> hist;
+  double mass = 0.0;  // of the candidates before the current range, which has not reached target
+  std::span<const Candidate> range = cands;
+  for (const Level& level : kLevels) {
+    if (range.size() <= 64) break;
+    const auto key = [&](const Candidate& c) {
+      return (std::bit_cast<uint32_t>(c.first) >> level.shift) & level.mask;
+    };
+    for (auto& h : hist) std::fill(h.begin(), h.end(), 0.0);
+    size_t i = 0;
+    for (; i + kWays <= range.size(); i += kWays) {
+      for (int w = 0; w < kWays; ++w) hist[w][key(range[i + w])] += range[i + w].first;
+    }
+    for (; i < range.size(); ++i) hist[0][key(range[i])] += range[i].first;
+    int64_t found = -1;
+    for (int64_t b = level.mask; b >= 0; --b) {
+      const double in_bucket = (hist[0][b] + hist[1][b]) + (hist[2][b] + hist[3][b]);
+      if (reached(mass + in_bucket)) {
+        found = b;
+        break;
+      }
+      mass += in_bucket;
+    }
+    if (found < 0) return std::nullopt;
+    // Gather the bucket (in place when narrowing it), writing every candidate and advancing
+    // only past the kept ones: no branch to mispredict.
+    const auto b = static_cast<uint32_t>(found);
+    if (range.data() != bucket.data()) bucket.resize(range.size());
+    size_t kept = 0;
+    for (size_t k = 0; k < range.size(); ++k) {
+      const Candidate c = range[k];
+      bucket[kept] = c;
+      kept += key(c) == b;
+    }
+    bucket.resize(kept);
+    range = bucket;
   }
-  return -1;
+  std::vector<Candidate> last(range.begin(), range.end());
+  std::sort(last.begin(), last.end(), precedes);
+  for (const Candidate& c : last) {
+    mass += c.first;
+    if (reached(mass)) return c;
+  }
+  // The bucket's mass reached target and its walk did not, by rounding: its last candidate.
+  if (!last.empty()) return last.back();
+  return std::nullopt;
 }
 
 }  // namespace
@@ -94,28 +196,28 @@ std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter,
 }
 
 float counter_uniform(uint64_t seed, uint64_t counter) {
-  const auto out = philox4x32_10(
-      {static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0u, 0u},
-      {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
+  const auto out =
+      philox4x32_10({static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0u, 0u},
+                    {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
   return static_cast<float>(out[0] >> 8) * 0x1p-24f;
 }
 
 int Sampler::sample(std::span<const float> logits, const SamplingParams& params,
-                    std::span<const int> prompt_ids, std::span<const int> output_ids,
-                    uint64_t seed, int64_t position) {
+                    std::span<const int> prompt_ids, std::span<const int> output_ids, uint64_t seed,
+                    int64_t position) {
   const int vocab = static_cast<int>(logits.size());
   PAGODA_CHECK_GT(vocab, 0);
-  scratch_.assign(logits.begin(), logits.end());
-  for (float& l : scratch_) {
-    if (std::isnan(l)) l = kNegInf;
+  scratch_.resize(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    scratch_[i] = std::isnan(logits[i]) ? kNegInf : logits[i];
   }
-  auto in_vocab = [vocab](int id) { return id >= 0 && id < vocab; };
+  const auto in_vocab = [vocab](int id) { return id >= 0 && id < vocab; };
 
   // 1. Penalties. counts_ is all zero between calls; each pass puts back the zeros it used.
   if (counts_.size() < logits.size()) counts_.resize(logits.size(), 0);
   const float repetition = params.repetition_penalty;
   if (repetition != 1.0f && repetition > 0.0f && std::isfinite(repetition)) {
-    auto penalize_once = [&](int id) {
+    const auto penalize_once = [&](int id) {
       if (!in_vocab(id) || counts_[id] != 0) return;
       counts_[id] = 1;
       float& l = scratch_[id];
@@ -131,8 +233,7 @@ int Sampler::sample(std::span<const float> logits, const SamplingParams& params,
     }
   }
   const float presence = std::isfinite(params.presence_penalty) ? params.presence_penalty : 0.0f;
-  const float frequency =
-      std::isfinite(params.frequency_penalty) ? params.frequency_penalty : 0.0f;
+  const float frequency = std::isfinite(params.frequency_penalty) ? params.frequency_penalty : 0.0f;
   if (presence != 0.0f || frequency != 0.0f) {
     for (int id : output_ids) {
       if (in_vocab(id)) ++counts_[id];
@@ -151,40 +252,41 @@ int Sampler::sample(std::span<const float> logits, const SamplingParams& params,
   const float max_logit = scratch_[best];
   if (!(temperature > 0.0f) || params.top_k == 1 || !std::isfinite(max_logit)) return best;
 
-  // 3a. Top-k on the logits: the k largest, ties by ascending id.
-  order_.resize(vocab);
-  std::iota(order_.begin(), order_.end(), 0);
-  size_t n = order_.size();
-  if (params.top_k > 0 && params.top_k < vocab) {
-    n = static_cast<size_t>(params.top_k);
-    std::nth_element(order_.begin(), order_.begin() + n, order_.end(), [this](int a, int b) {
-      return scratch_[a] > scratch_[b] || (scratch_[a] == scratch_[b] && a < b);
-    });
-    order_.resize(n);
-  }
-
-  // 3b. Softmax at the temperature, unnormalized: the top token gets exactly 1. Candidates'
-  // logits are replaced by their probabilities from here on.
+  // 3a. Top-k on the logits, then 3b. softmax at the temperature, unnormalized: the top token
+  // gets exactly 1.
   double total = 0.0;
-  for (size_t i = 0; i < n; ++i) {
-    float& v = scratch_[order_[i]];
-    v = std::exp((v - max_logit) / temperature);
-    total += v;
+  if (params.top_k > 0 && params.top_k < vocab) {
+    select_top_k(scratch_, static_cast<size_t>(params.top_k), candidates_);
+    for (Candidate& c : candidates_) {
+      c.first = exp_nonpositive((c.first - max_logit) / temperature);
+      total += c.first;
+    }
+  } else {
+    for (float& l : scratch_) l = exp_nonpositive((l - max_logit) / temperature);  // vectorized
+    total = sum(scratch_);
+    candidates_.resize(logits.size());
+    for (int id = 0; id < vocab; ++id) candidates_[id] = {scratch_[id], id};
   }
-  auto sum_of_first = [this](size_t count) {
+  size_t n = candidates_.size();
+  const auto sum_of_first = [this](size_t count) {
     double sum = 0.0;
-    for (size_t i = 0; i < count; ++i) sum += scratch_[order_[i]];
+    for (size_t i = 0; i < count; ++i) sum += candidates_[i].first;
     return sum;
   };
 
-  // 3c. Top-p: the shortest prefix (in the order) whose mass reaches top_p, at least one token.
+  // 3c. Top-p: the shortest prefix of the order whose mass reaches top_p (at least one token).
   if (params.top_p < 1.0f) {
     double target = static_cast<double>(params.top_p) * total;
     if (!(target > 0.0)) target = 1.0;  // the top token's mass: keep just that one
-    const int64_t last =
-        select_by_mass({order_.data(), n}, scratch_.data(), target, /*inclusive=*/true);
-    if (last >= 0) {  // else the whole mass fell short of top_p * total by rounding: keep all
-      n = static_cast<size_t>(last) + 1;
+    const auto last = find_by_mass({candidates_.data(), n}, target, true, bucket_);
+    if (last) {         // else the whole mass fell short of top_p * total by rounding: keep all
+      size_t kept = 0;  // branch-free compaction: the order is random
+      for (size_t i = 0; i < n; ++i) {
+        const Candidate c = candidates_[i];
+        candidates_[kept] = c;
+        kept += (c.first > last->first) | ((c.first == last->first) & (c.second <= last->second));
+      }
+      n = kept;
       total = sum_of_first(n);
     }
   }
@@ -194,7 +296,9 @@ int Sampler::sample(std::span<const float> logits, const SamplingParams& params,
     const float threshold = std::min(params.min_p, 1.0f);
     size_t kept = 0;
     for (size_t i = 0; i < n; ++i) {
-      if (scratch_[order_[i]] >= threshold) order_[kept++] = order_[i];
+      const Candidate c = candidates_[i];
+      candidates_[kept] = c;
+      kept += c.first >= threshold;
     }
     n = kept;
     total = sum_of_first(n);
@@ -203,19 +307,15 @@ int Sampler::sample(std::span<const float> logits, const SamplingParams& params,
 
   // 3e. Draw by inverse CDF over the renormalized survivors.
   const double u = counter_uniform(seed, static_cast<uint64_t>(position));
-  const int64_t drawn =
-      select_by_mass({order_.data(), n}, scratch_.data(), u * total, /*inclusive=*/false);
-  if (drawn >= 0) return order_[drawn];
+  const auto drawn = find_by_mass({candidates_.data(), n}, u * total, false, bucket_);
+  if (drawn) return drawn->second;
   // u * total rounded past the summed mass: the last token in the order with a probability.
-  int last = -1;
+  const Candidate* last = nullptr;
   for (size_t i = 0; i < n; ++i) {
-    const int id = order_[i];
-    if (scratch_[id] > 0.0f && (last < 0 || scratch_[id] < scratch_[last] ||
-                                (scratch_[id] == scratch_[last] && id > last))) {
-      last = id;
-    }
+    const Candidate& c = candidates_[i];
+    if (c.first > 0.0f && (last == nullptr || precedes(*last, c))) last = &c;
   }
-  return last >= 0 ? last : best;
+  return last != nullptr ? last->second : best;
 }
 
 }  // namespace pagoda

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "engine/sampling_params.h"
@@ -13,8 +14,7 @@
 namespace pagoda {
 
 // Philox-4x32-10 (Salmon et al., SC'11; Random123's philox4x32 with 10 rounds).
-std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter,
-                                      std::array<uint32_t, 2> key);
+std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key);
 
 // A uniform float in [0, 1) from (seed, counter): Philox-4x32-10 with key {seed low 32 bits,
 // seed high 32 bits} and counter {counter low, counter high, 0, 0}; the top 24 bits of the
@@ -40,9 +40,10 @@ class Sampler {
              int64_t position);
 
  private:
-  std::vector<float> scratch_;  // penalized logits, then unnormalized probabilities
-  std::vector<int> order_;      // candidate ids; a prefix of them sorted
-  std::vector<int> counts_;     // per-token counts for the penalties; all zero between calls
+  std::vector<float> scratch_;                     // penalized logits
+  std::vector<std::pair<float, int>> candidates_;  // (logit, then probability; id)
+  std::vector<std::pair<float, int>> bucket_;      // candidates of one radix bucket
+  std::vector<int> counts_;  // per-token counts for the penalties; all zero between calls
 };
 
 }  // namespace pagoda

@@ -16,9 +16,13 @@ namespace {
 
 constexpr char kReplacementCharacter[] = "\xEF\xBF\xBD";  // U+FFFD
 
-bool is_trail_byte(unsigned char c) { return (c & 0xC0) == 0x80; }
+bool is_trail_byte(unsigned char c) {
+  return (c & 0xC0) == 0x80;
+}
 
-bool is_valid_codepoint(uint32_t c) { return c < 0xD800 || (c >= 0xE000 && c <= 0x10FFFF); }
+bool is_valid_codepoint(uint32_t c) {
+  return c < 0xD800 || (c >= 0xE000 && c <= 0x10FFFF);
+}
 
 // Bytes the character starting with `lead` needs, by SentencePiece's reading of lead bytes (1
 // for bytes that cannot start a character).

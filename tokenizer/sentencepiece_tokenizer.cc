@@ -62,8 +62,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     }
     const auto status = sp_.Load(path);
     if (!status.ok()) {
-      return InvalidArgument("not a SentencePiece model: " + path + " (" + status.ToString() +
-                             ")");
+      return InvalidArgument("not a SentencePiece model: " + path + " (" + status.ToString() + ")");
     }
     if (sp_.GetPieceSize() <= 0) {
       return InvalidArgument("SentencePiece model has no pieces: " + path);

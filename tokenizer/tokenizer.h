@@ -57,7 +57,7 @@ class IncrementalDetokenizer {
   // `final`, keeps back a tail that may still become a valid character.
   void drain(std::string& out, bool final);
 
-  std::string pending_;  // bytes of an incomplete UTF-8 character
+  std::string pending_;   // bytes of an incomplete UTF-8 character
   bool at_start_ = true;  // a leading space may still be stripped (SentencePiece's is_bos_ws)
   bool space_stripped_ = false;  // the previous non-byte piece had its leading space stripped
   bool any_text_ = false;        // some text has been produced

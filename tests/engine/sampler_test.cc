@@ -2,6 +2,8 @@
 // reproducibility, the sampled distribution against softmax, top-k / top-p / min-p supports on
 // hand-made distributions, and the penalty formulas. Everything is deterministic (counter-based
 // random numbers), so the statistical bounds cannot flake.
+#include "engine/sampler.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,7 +14,6 @@
 #include <set>
 #include <vector>
 
-#include "engine/sampler.h"
 #include "engine/sampling_params.h"
 
 namespace pagoda {
@@ -25,12 +26,12 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 TEST(Philox, MatchesRandom123KnownAnswers) {
   EXPECT_EQ(philox4x32_10({0, 0, 0, 0}, {0, 0}),
             (std::array<uint32_t, 4>{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
-  EXPECT_EQ(philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
-                          {0xffffffff, 0xffffffff}),
-            (std::array<uint32_t, 4>{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
-  EXPECT_EQ(philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
-                          {0xa4093822, 0x299f31d0}),
-            (std::array<uint32_t, 4>{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+  EXPECT_EQ(
+      philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff}),
+      (std::array<uint32_t, 4>{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
+  EXPECT_EQ(
+      philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0}),
+      (std::array<uint32_t, 4>{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
 }
 
 TEST(CounterUniform, TakesTheTop24BitsOfTheFirstWord) {
@@ -74,9 +75,8 @@ SamplingParams params_with(float temperature) {
   return p;
 }
 
-int sample(Sampler& s, const std::vector<float>& logits, const SamplingParams& p,
-           int64_t position, uint64_t seed = 1234, std::vector<int> prompt = {},
-           std::vector<int> output = {}) {
+int sample(Sampler& s, const std::vector<float>& logits, const SamplingParams& p, int64_t position,
+           uint64_t seed = 1234, std::vector<int> prompt = {}, std::vector<int> output = {}) {
   return s.sample(logits, p, prompt, output, seed, position);
 }
 
@@ -197,8 +197,8 @@ TEST(Sampler, TopPKeepsTheSmallestSetReachingP) {
   const auto full = softmax(logits, 1.0f);
   SamplingParams p = params_with(1.0f);
   const std::vector<std::pair<float, std::set<int>>> cases = {
-      {0.4f, {3}},           {0.65f, {3, 0}},          {0.75f, {3, 0, 4}},
-      {0.9f, {3, 0, 4, 1}},  {0.97f, {3, 0, 4, 1, 2}}, {1.0f, {3, 0, 4, 1, 2}},
+      {0.4f, {3}},          {0.65f, {3, 0}},          {0.75f, {3, 0, 4}},
+      {0.9f, {3, 0, 4, 1}}, {0.97f, {3, 0, 4, 1, 2}}, {1.0f, {3, 0, 4, 1, 2}},
   };
   for (const auto& [top_p, support] : cases) {
     SCOPED_TRACE(top_p);
@@ -252,11 +252,11 @@ float greedy_bracket(const SamplingParams& base, float l0, const std::vector<int
 TEST(Sampler, RepetitionPenaltyFollowsTheHuggingFaceRule) {
   SamplingParams p;
   p.repetition_penalty = 1.5f;
-  greedy_bracket(p, 1.2f, {0}, {}, 1.2f / 1.5f);              // positive: divided
-  greedy_bracket(p, -1.2f, {}, {0}, -1.2f * 1.5f);            // negative: multiplied
-  greedy_bracket(p, 1.2f, {0, 0, 0}, {0, 0}, 1.2f / 1.5f);    // once per token, not per use
-  greedy_bracket(p, 1.2f, {5, -1, 7}, {9}, 1.2f);             // unseen (and bad ids ignored)
-  p.repetition_penalty = 0.5f;                                // < 1 favours repeats
+  greedy_bracket(p, 1.2f, {0}, {}, 1.2f / 1.5f);            // positive: divided
+  greedy_bracket(p, -1.2f, {}, {0}, -1.2f * 1.5f);          // negative: multiplied
+  greedy_bracket(p, 1.2f, {0, 0, 0}, {0, 0}, 1.2f / 1.5f);  // once per token, not per use
+  greedy_bracket(p, 1.2f, {5, -1, 7}, {9}, 1.2f);           // unseen (and bad ids ignored)
+  p.repetition_penalty = 0.5f;                              // < 1 favours repeats
   greedy_bracket(p, 1.2f, {0}, {}, 2.4f);
 }
 
@@ -266,8 +266,8 @@ TEST(Sampler, PresenceAndFrequencyPenaltiesFollowTheOpenAIRule) {
   p.frequency_penalty = 0.3f;
   greedy_bracket(p, 3.0f, {}, {0, 0}, 3.0f - 2 * 0.3f - 0.5f);
   greedy_bracket(p, 3.0f, {}, {0, 5, 0, 0}, 3.0f - 3 * 0.3f - 0.5f);  // 5: not in vocab
-  greedy_bracket(p, 3.0f, {0, 0, 0}, {}, 3.0f);  // the prompt does not count
-  p.presence_penalty = -1.0f;                    // negative values encourage
+  greedy_bracket(p, 3.0f, {0, 0, 0}, {}, 3.0f);                       // the prompt does not count
+  p.presence_penalty = -1.0f;                                         // negative values encourage
   p.frequency_penalty = 0.0f;
   greedy_bracket(p, 3.0f, {}, {0}, 4.0f);
   // Repetition first, then presence/frequency.
@@ -329,7 +329,88 @@ TEST(Sampler, LargeVocabularyWithTopP) {
   }
 }
 
-TEST(SamplingParams, DefaultsAreValid) { EXPECT_TRUE(SamplingParams().validate().ok()); }
+// The straightforward reading of the spec, in double with full sorts: the survivors, and each
+// survivor's interval [before, after) of mass in descending probability (ties by ascending id).
+struct ReferenceDraw {
+  std::map<int, std::pair<double, double>> interval;
+  double total = 0.0;
+};
+
+ReferenceDraw reference_distribution(const std::vector<float>& logits, const SamplingParams& p) {
+  const int vocab = static_cast<int>(logits.size());
+  std::vector<int> ids(vocab);
+  for (int i = 0; i < vocab; ++i) ids[i] = i;
+  std::sort(ids.begin(), ids.end(), [&](int a, int b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  if (p.top_k > 0 && p.top_k < vocab) ids.resize(p.top_k);
+  const double max = logits[ids[0]];
+  std::vector<double> prob(vocab, 0.0);
+  double total = 0.0;
+  for (int id : ids) total += prob[id] = std::exp((logits[id] - max) / p.temperature);
+  if (p.top_p < 1.0f) {
+    double mass = 0.0;
+    size_t kept = 0;
+    while (kept < ids.size()) {
+      mass += prob[ids[kept++]];
+      if (mass >= p.top_p * total) break;
+    }
+    ids.resize(kept);
+  }
+  std::erase_if(ids, [&](int id) { return prob[id] < p.min_p; });  // the top one has 1
+  ReferenceDraw ref;
+  for (int id : ids) {
+    ref.interval[id] = {ref.total, ref.total + prob[id]};
+    ref.total += prob[id];
+  }
+  return ref;
+}
+
+TEST(Sampler, AgreesWithAFullSortReference) {
+  struct Case {
+    int vocab;
+    float temperature;
+    int top_k;
+    float top_p;
+    float min_p;
+  };
+  const std::vector<Case> cases = {
+      {100, 1.0f, 0, 1.0f, 0.0f},     {1000, 0.7f, 0, 1.0f, 0.0f},
+      {32000, 1.0f, 0, 1.0f, 0.0f},   {32000, 1.3f, 0, 0.9f, 0.0f},
+      {32000, 0.8f, 0, 1.0f, 0.02f},  {32000, 1.0f, 40, 0.95f, 0.0f},
+      {5000, 2.0f, 1000, 0.5f, 0.0f}, {128256, 1.0f, 0, 0.7f, 0.01f},
+      {300, 50.0f, 0, 0.99f, 0.0f},
+  };
+  Sampler s;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "vocab " << c.vocab << " T " << c.temperature << " k "
+                                    << c.top_k << " p " << c.top_p << " min_p " << c.min_p);
+    const auto logits = random_logits(c.vocab, static_cast<uint32_t>(c.vocab) + 17, 2.5f);
+    SamplingParams p = params_with(c.temperature);
+    p.top_k = c.top_k;
+    p.top_p = c.top_p;
+    p.min_p = c.min_p;
+    const ReferenceDraw ref = reference_distribution(logits, p);
+    std::set<int> drawn;
+    for (int pos = 0; pos < 300; ++pos) {
+      const int id = sample(s, logits, p, pos, 77);
+      const auto it = ref.interval.find(id);
+      ASSERT_NE(it, ref.interval.end()) << "token " << id << " is not a survivor";
+      // The draw's point falls in the token's interval, up to the rounding of float
+      // probabilities and of sums grouped differently.
+      const double target = counter_uniform(77, pos) * ref.total;
+      const double slack = 1e-5 * ref.total;
+      EXPECT_LE(it->second.first, target + slack) << "token " << id << " position " << pos;
+      EXPECT_GE(it->second.second, target - slack) << "token " << id << " position " << pos;
+      drawn.insert(id);
+    }
+    EXPECT_GE(drawn.size(), std::min<size_t>(ref.interval.size(), 2));
+  }
+}
+
+TEST(SamplingParams, DefaultsAreValid) {
+  EXPECT_TRUE(SamplingParams().validate().ok());
+}
 
 TEST(SamplingParams, ErrorsNameTheFieldAndValue) {
   struct Case {
@@ -349,10 +430,12 @@ TEST(SamplingParams, ErrorsNameTheFieldAndValue) {
       {[](SamplingParams& p) { p.repetition_penalty = 0.0f; }, "repetition_penalty", "0"},
       {[](SamplingParams& p) { p.presence_penalty = 2.5f; }, "presence_penalty", "2.5"},
       {[](SamplingParams& p) { p.frequency_penalty = -3.0f; }, "frequency_penalty", "-3"},
-      {[](SamplingParams& p) { p.frequency_penalty = std::nanf(""); }, "frequency_penalty",
-       "nan"},
+      {[](SamplingParams& p) { p.frequency_penalty = std::nanf(""); }, "frequency_penalty", "nan"},
       {[](SamplingParams& p) { p.max_tokens = 0; }, "max_tokens", "0"},
-      {[](SamplingParams& p) { p.stop_token_ids = {2, -7}; }, "stop_token_ids[1]", "-7"},
+      {[](SamplingParams& p) {
+         p.stop_token_ids = {2, -7};
+       },
+       "stop_token_ids[1]", "-7"},
   };
   for (const auto& c : cases) {
     SamplingParams p;

@@ -122,8 +122,8 @@ TEST_P(IncrementalDetokenizerTest, EdgeCasesMatchDecode) {
       {byte_id(0xE2), bos, a},
       {byte_id(0x82), byte_id(0xE2), byte_id(0x82), byte_id(0xAC)},
       {byte_id(0xE2), byte_id(0xE2), byte_id(0x82), byte_id(0xAC)},
-      {byte_id(0xE0), byte_id(0x80), byte_id(0x80)},  // overlong
-      {byte_id(0xED), byte_id(0xA0), byte_id(0x80)},  // surrogate
+      {byte_id(0xE0), byte_id(0x80), byte_id(0x80)},                 // overlong
+      {byte_id(0xED), byte_id(0xA0), byte_id(0x80)},                 // surrogate
       {byte_id(0xF4), byte_id(0x90), byte_id(0x80), byte_id(0x80)},  // above U+10FFFF
       {byte_id(0xF0), byte_id(0x9F), byte_id(0x98)},                 // cut emoji
       {byte_id(0xEF), byte_id(0xBF), byte_id(0xBD)},                 // a real U+FFFD
@@ -157,10 +157,20 @@ TEST_P(IncrementalDetokenizerTest, DropsOnlyTheFirstLeadingSpace) {
 
 TEST_P(IncrementalDetokenizerTest, EncodedTextWithMultiByteCharacters) {
   const std::vector<std::string> pool = {
-      "Once upon a time",  "caf\xC3\xA9",           "\xF0\x9F\x98\x80", "\xF0\x9F\x8E\x89!",
-      "\xE4\xB8\x96\xE7\x95\x8C", "na\xC3\xAFve",   " ",                 "\n",
-      "\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4",       "x y  z",            "\xC3\x98resund",
-      "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9", "Lily.",           "\xE2\x82\xAC" "5",
+      "Once upon a time",
+      "caf\xC3\xA9",
+      "\xF0\x9F\x98\x80",
+      "\xF0\x9F\x8E\x89!",
+      "\xE4\xB8\x96\xE7\x95\x8C",
+      "na\xC3\xAFve",
+      " ",
+      "\n",
+      "\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4",
+      "x y  z",
+      "\xC3\x98resund",
+      "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9",
+      "Lily.",
+      "5\xE2\x82\xAC",
   };
   std::mt19937 rng(1234);
   for (int trial = 0; trial < 400; ++trial) {
@@ -216,8 +226,7 @@ TEST_P(IncrementalDetokenizerTest, RandomIdsHeavyOnBytesAndSpaces) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, IncrementalDetokenizerTest,
-                         ::testing::Values(kStoriesModel, kLlama2Model),
-                         [](const auto& info) {
+                         ::testing::Values(kStoriesModel, kLlama2Model), [](const auto& info) {
                            return info.param == kStoriesModel ? std::string("stories260K")
                                                               : std::string("llama2");
                          });
