@@ -11,6 +11,8 @@
 //   s_p = dot(q[t, h], K_p) * scale         dot: simd.h's fixed-order 8-lane FMA dot
 //   m   = max_p s_p;  e_p = exp8(s_p - m);  sum = 8-lane sum of e_p in increasing p, hsum8
 //   out[t, h, d] = (sum_p e_p V_p[d], FMA in increasing p) * (1 / sum)
+// (scores are computed four keys at a time and V in 32-dim slices kept in registers; neither
+// changes any single value's sequence of operations).
 // All f32. Each (t, h) reads only its own query and its sequence's context, in a fixed order,
 // so its output is bit-identical whatever else is in the batch and however work is split.
 // Work split: (t, h) pairs in order, cut into one contiguous range per thread with about equal
@@ -65,56 +67,116 @@ float softmax_numerators(float* scores, int64_t n, float m) {
   return hsum8(sum);
 }
 
-// acc[0 .. D) += w * v[0 .. D)
+// scores[o] = dot(q, K_o) * scale for the n keys K_o at k + o * stride; returns max(m, scores).
+// Four keys at a time (independent FMA chains), each with exactly dot()'s sequence.
 template <DType CD>
-inline void axpy(float w, const char* v, int64_t D, float* acc) {
-  const __m256 vw = _mm256_set1_ps(w);
-  int64_t d = 0;
-  for (; d + kLanes <= D; d += kLanes) {
-    store8(acc + d, _mm256_fmadd_ps(vw, load8<CD>(v, d), load8(acc + d)));
+float block_scores(const float* q,  // [D]
+                   const char* k, size_t stride, int64_t n, int64_t D, float scale, float* scores,
+                   float m) {
+  constexpr int kKeys = 4;
+  int64_t o = 0;
+  for (; o + kKeys <= n; o += kKeys) {
+    __m256 acc[kKeys];
+    for (int j = 0; j < kKeys; ++j) acc[j] = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d + kLanes <= D; d += kLanes) {
+      const __m256 qv = load8(q + d);
+      for (int j = 0; j < kKeys; ++j) {
+        acc[j] = _mm256_fmadd_ps(qv, load8<CD>(k + (o + j) * stride, d), acc[j]);
+      }
+    }
+    if (d < D) {
+      const int r = static_cast<int>(D - d);
+      const __m256 qv = load_partial8(q + d, r);
+      for (int j = 0; j < kKeys; ++j) {
+        acc[j] = _mm256_fmadd_ps(qv, load_partial8<CD>(k + (o + j) * stride, d, r), acc[j]);
+      }
+    }
+    for (int j = 0; j < kKeys; ++j) {
+      scores[o + j] = hsum8(acc[j]) * scale;
+      m = std::max(m, scores[o + j]);
+    }
   }
-  if (d < D) {
-    const int r = static_cast<int>(D - d);
-    store_partial8(acc + d,
-                   _mm256_fmadd_ps(vw, load_partial8<CD>(v, d, r), load_partial8(acc + d, r)), r);
+  for (; o < n; ++o) {
+    scores[o] = dot<CD>(q, k + o * stride, D) * scale;
+    m = std::max(m, scores[o]);
+  }
+  return m;
+}
+
+// Where one (t, h) reads its context: position p is at k_cache/v_cache + offset(p).
+struct ContextView {
+  const int32_t* table;  // [max_blocks]
+  int64_t ctx, block_size;
+  size_t token_bytes, head_offset;
+  size_t block_offset(int64_t start) const {
+    return static_cast<size_t>(table[start / block_size]) * block_size * token_bytes + head_offset;
+  }
+};
+
+// out[d0 .. d0 + 8 NV) = (sum_p e_p V_p[...], FMA in increasing p) * inv_sum; the last of the NV
+// vectors holds `last` (1..8) lanes. The NV accumulators stay in registers across p.
+template <DType CD, int NV>
+void weighted_values(const char* v_cache, const ContextView& c, const float* e, int64_t d0,
+                     int last, float inv_sum, float* out) {
+  __m256 acc[NV];
+  for (int j = 0; j < NV; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t start = 0; start < c.ctx; start += c.block_size) {
+    const char* base = v_cache + c.block_offset(start);
+    const int64_t n = std::min(c.block_size, c.ctx - start);
+    for (int64_t o = 0; o < n; ++o) {
+      const __m256 w = _mm256_set1_ps(e[start + o]);
+      const char* v = base + o * c.token_bytes;
+      for (int j = 0; j < NV; ++j) {
+        const int64_t d = d0 + j * kLanes;
+        const __m256 vv =
+            (j == NV - 1 && last < kLanes) ? load_partial8<CD>(v, d, last) : load8<CD>(v, d);
+        acc[j] = _mm256_fmadd_ps(w, vv, acc[j]);
+      }
+    }
+  }
+  const __m256 scale = _mm256_set1_ps(inv_sum);
+  for (int j = 0; j < NV; ++j) {
+    const __m256 r = _mm256_mul_ps(acc[j], scale);
+    if (j == NV - 1 && last < kLanes) {
+      store_partial8(out + d0 + j * kLanes, r, last);
+    } else {
+      store8(out + d0 + j * kLanes, r);
+    }
   }
 }
 
-// out[t, h, :] for one (t, h). scratch: scores [pos + 1], qbuf [D], acc [D].
+// out[t, h, :] for one (t, h). scratch: scores [pos + 1], qbuf [D].
 template <DType CD>
-void attend_one(const AttentionProblem& p, int64_t t, int64_t h, float* scores, float* qbuf,
-                float* acc) {
-  const int64_t D = p.D, bs = p.block_size;
-  const int32_t* table = p.tables + p.seq_of_token[t] * p.max_blocks;
-  const int64_t ctx = static_cast<int64_t>(p.pos_of_token[t]) + 1;
-  const int64_t group = h / (p.H / p.KV);
+void attend_one(const AttentionProblem& p, int64_t t, int64_t h, float* scores, float* qbuf) {
+  const int64_t D = p.D;
   const size_t elem = storage_size_of<CD>();
-  const size_t token_bytes = static_cast<size_t>(p.KV * D) * elem;
-  const size_t head_offset = static_cast<size_t>(group * D) * elem;
+  const ContextView c{p.tables + p.seq_of_token[t] * p.max_blocks,
+                      static_cast<int64_t>(p.pos_of_token[t]) + 1, p.block_size,
+                      static_cast<size_t>(p.KV * D) * elem,
+                      static_cast<size_t>(h / (p.H / p.KV) * D) * elem};
   std::copy_n(p.q + (t * p.H + h) * D, D, qbuf);  // out may alias q
 
   float m = -std::numeric_limits<float>::infinity();
-  for (int64_t start = 0; start < ctx; start += bs) {
-    const char* base =
-        p.k_cache + static_cast<size_t>(table[start / bs]) * bs * token_bytes + head_offset;
-    const int64_t n = std::min(bs, ctx - start);
-    for (int64_t o = 0; o < n; ++o) {
-      const float s = dot<CD>(qbuf, base + o * token_bytes, D) * p.scale;
-      scores[start + o] = s;
-      m = std::max(m, s);
+  for (int64_t start = 0; start < c.ctx; start += c.block_size) {
+    m = block_scores<CD>(qbuf, p.k_cache + c.block_offset(start), c.token_bytes,
+                         std::min(c.block_size, c.ctx - start), D, p.scale, scores + start, m);
+  }
+  const float inv_sum = 1.0f / softmax_numerators(scores, c.ctx, m);
+
+  constexpr int kMaxVectors = 4;  // 32 dims per pass over the context
+  float* out = p.out + (t * p.H + h) * D;
+  for (int64_t d0 = 0; d0 < D; d0 += kMaxVectors * kLanes) {
+    const int64_t rest = std::min<int64_t>(D - d0, kMaxVectors * kLanes);
+    const int nv = static_cast<int>((rest + kLanes - 1) / kLanes);
+    const int last = static_cast<int>(rest - (nv - 1) * kLanes);
+    switch (nv) {
+      case 1: weighted_values<CD, 1>(p.v_cache, c, scores, d0, last, inv_sum, out); break;
+      case 2: weighted_values<CD, 2>(p.v_cache, c, scores, d0, last, inv_sum, out); break;
+      case 3: weighted_values<CD, 3>(p.v_cache, c, scores, d0, last, inv_sum, out); break;
+      default: weighted_values<CD, 4>(p.v_cache, c, scores, d0, last, inv_sum, out); break;
     }
   }
-  const float inv_sum = 1.0f / softmax_numerators(scores, ctx, m);
-
-  std::fill_n(acc, D, 0.0f);
-  for (int64_t start = 0; start < ctx; start += bs) {
-    const char* base =
-        p.v_cache + static_cast<size_t>(table[start / bs]) * bs * token_bytes + head_offset;
-    const int64_t n = std::min(bs, ctx - start);
-    for (int64_t o = 0; o < n; ++o) axpy<CD>(scores[start + o], base + o * token_bytes, D, acc);
-  }
-  float* out = p.out + (t * p.H + h) * D;
-  for (int64_t d = 0; d < D; ++d) out[d] = acc[d] * inv_sum;
 }
 
 template <DType CD>
@@ -148,10 +210,10 @@ void attention_pairs(ThreadPool& pool, const AttentionProblem& p) {
     return lo;
   };
   pool.parallel_for(chunks, 1, [&](int64_t c_begin, int64_t c_end) {
-    std::vector<float> scores(max_ctx), qbuf(p.D), acc(p.D);
+    std::vector<float> scores(max_ctx), qbuf(p.D);
     const int64_t end = c_end == chunks ? pairs : first_pair_at(c_end);
     for (int64_t i = first_pair_at(c_begin); i < end; ++i) {
-      attend_one<CD>(p, i / p.H, i % p.H, scores.data(), qbuf.data(), acc.data());
+      attend_one<CD>(p, i / p.H, i % p.H, scores.data(), qbuf.data());
     }
   });
 }

@@ -3,8 +3,8 @@
 //     a  = f32(p) * inv_freq[i]          -- the angle is an f32 product (as in Hugging Face and
 //                                           llama2.c), then cosf / sinf of that f32 angle
 //     x0 = x[i], x1 = x[i + d/2]
-//     x[i]       = x0 cos(a) - x1 sin(a)
-//     x[i + d/2] = x1 cos(a) + x0 sin(a)
+//     x[i]       = fma(x0, cos(a), -(x1 sin(a)))     -- one explicit FMA each, so the result
+//     x[i + d/2] = fma(x1, cos(a),   x0 sin(a))       does not depend on compiler contraction
 // Shapes: q [T, n_heads, d] f32, k [T, n_kv_heads, d] f32, positions [T] i32 (>= 0),
 // inv_freq [d/2] f32. d must be even. A CUDA twin matches this by using the same f32 product and
 // accurate sincosf (not the fast intrinsics).
@@ -27,8 +27,8 @@ void rotate_heads(float* x,  // [n_heads, head_dim]
     float* hi = lo + half;
     for (int64_t i = 0; i < half; ++i) {
       const float x0 = lo[i], x1 = hi[i];
-      lo[i] = x0 * cos_a[i] - x1 * sin_a[i];
-      hi[i] = x1 * cos_a[i] + x0 * sin_a[i];
+      lo[i] = std::fma(x0, cos_a[i], -(x1 * sin_a[i]));
+      hi[i] = std::fma(x1, cos_a[i], x0 * sin_a[i]);
     }
   }
 }

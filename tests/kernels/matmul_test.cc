@@ -10,7 +10,7 @@
 namespace pagoda {
 namespace {
 
-using testing::HostTensor;
+using ref::HostTensor;
 
 struct MatmulCase {
   int64_t T, K, N;
@@ -20,23 +20,23 @@ struct MatmulCase {
 };
 
 void run_case(const MatmulCase& c) {
-  SCOPED_TRACE(::testing::Message() << "T=" << c.T << " K=" << c.K
-               << " N=" << c.N << " w=" << dtype_name(c.wdtype) << " bias=" << c.bias
-               << " threads=" << c.threads);
+  SCOPED_TRACE(::testing::Message()
+               << "T=" << c.T << " K=" << c.K << " N=" << c.N << " w=" << dtype_name(c.wdtype)
+               << " bias=" << c.bias << " threads=" << c.threads);
   std::mt19937 rng(static_cast<uint32_t>(c.T * 1000003 + c.K * 101 + c.N));
-  HostTensor x = testing::random_tensor(rng, DType::kF32, {c.T, c.K});
-  HostTensor w = testing::random_tensor(rng, c.wdtype, {c.N, c.K});
-  HostTensor bias = c.bias ? testing::random_tensor(rng, c.wdtype, {c.N}) : HostTensor();
-  HostTensor out = testing::poisoned(DType::kF32, {c.T, c.N});
+  HostTensor x = ref::random_tensor(rng, DType::kF32, {c.T, c.K});
+  HostTensor w = ref::random_tensor(rng, c.wdtype, {c.N, c.K});
+  HostTensor bias = c.bias ? ref::random_tensor(rng, c.wdtype, {c.N}) : HostTensor();
+  HostTensor out = ref::poisoned(DType::kF32, {c.T, c.N});
   auto backend = make_cpu_backend(c.threads);
   MatmulArgs a{x.view(), w.view(), c.bias ? bias.view() : TensorView(), out.view()};
   ASSERT_TRUE(backend->matmul(a).ok());
   std::vector<double> magnitude;
   const std::vector<double> want =
-      testing::ref_matmul(x, w, c.bias ? &bias : nullptr, c.T, c.K, c.N, &magnitude);
+      ref::ref_matmul(x, w, c.bias ? &bias : nullptr, c.T, c.K, c.N, &magnitude);
   std::vector<double> tol(want.size());
   for (size_t i = 0; i < tol.size(); ++i) tol[i] = 1e-6 + 1e-5 * magnitude[i];
-  EXPECT_TRUE(testing::all_close(out.f32(), want, tol));
+  EXPECT_TRUE(ref::all_close(out.f32(), want, tol));
 }
 
 class MatmulSweep : public ::testing::TestWithParam<std::tuple<DType, bool>> {};
@@ -77,12 +77,12 @@ TEST(MatmulTest, LargeRowCountUsesSeveralL2Passes) {
 TEST(MatmulTest, RejectsBadArguments) {
   auto backend = make_cpu_backend(1);
   std::mt19937 rng(7);
-  HostTensor x = testing::random_tensor(rng, DType::kF32, {3, 16});
-  HostTensor w = testing::random_tensor(rng, DType::kBF16, {5, 16});
-  HostTensor w_bad_k = testing::random_tensor(rng, DType::kBF16, {5, 15});
-  HostTensor bias_bad = testing::random_tensor(rng, DType::kF32, {4});
-  HostTensor out = testing::poisoned(DType::kF32, {3, 5});
-  HostTensor out_bad = testing::poisoned(DType::kF32, {3, 6});
+  HostTensor x = ref::random_tensor(rng, DType::kF32, {3, 16});
+  HostTensor w = ref::random_tensor(rng, DType::kBF16, {5, 16});
+  HostTensor w_bad_k = ref::random_tensor(rng, DType::kBF16, {5, 15});
+  HostTensor bias_bad = ref::random_tensor(rng, DType::kF32, {4});
+  HostTensor out = ref::poisoned(DType::kF32, {3, 5});
+  HostTensor out_bad = ref::poisoned(DType::kF32, {3, 6});
   HostTensor x_i32(DType::kI32, {3, 16});
   auto expect_invalid = [&](const MatmulArgs& a, const std::string& needle) {
     const Status s = backend->matmul(a);

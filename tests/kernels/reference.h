@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,14 @@
 #include "core/dtype.h"
 #include "core/tensor.h"
 
-namespace pagoda::testing {
+namespace pagoda {
+// Lets gtest print DType parameters by name.
+inline void PrintTo(DType d, std::ostream* os) {
+  *os << dtype_name(d);
+}
+}  // namespace pagoda
+
+namespace pagoda::ref {
 
 // An owning host tensor (64-byte aligned) with a view.
 class HostTensor {
@@ -92,26 +100,28 @@ inline HostTensor poisoned(DType dtype, std::vector<int64_t> shape) {
 
 // Every element of `actual` (f32) within abs_tol[i] of `expected`; NaN never passes.
 // Reports the number of mismatches and the first few.
-inline ::testing::AssertionResult all_close(const float* actual, const std::vector<double>& expected,
+inline ::testing::AssertionResult all_close(const float* actual,
+                                            const std::vector<double>& expected,
                                             const std::vector<double>& tol) {
   int64_t bad = 0;
-  std::string first;
+  std::ostringstream first;
+  first.precision(9);
   for (size_t i = 0; i < expected.size(); ++i) {
     const double err = std::fabs(static_cast<double>(actual[i]) - expected[i]);
-    if (!(err <= tol[i])) {
-      if (++bad <= 5) {
-        first += "\n  [" + std::to_string(i) + "] got " + std::to_string(actual[i]) +
-                 " want " + std::to_string(expected[i]) + " (tol " + std::to_string(tol[i]) + ")";
-      }
+    if (!(err <= tol[i]) && ++bad <= 5) {
+      first << "\n  [" << i << "] got " << actual[i] << " want " << expected[i] << " (tol "
+            << tol[i] << ")";
     }
   }
   if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << bad << " of " << expected.size() << " differ:" << first;
+  return ::testing::AssertionFailure()
+         << bad << " of " << expected.size() << " differ:" << first.str();
 }
 
 // Same, with one tolerance: abs_tol + rel_tol * |expected|.
-inline ::testing::AssertionResult all_close(const float* actual, const std::vector<double>& expected,
-                                            double abs_tol, double rel_tol) {
+inline ::testing::AssertionResult all_close(const float* actual,
+                                            const std::vector<double>& expected, double abs_tol,
+                                            double rel_tol) {
   std::vector<double> tol(expected.size());
   for (size_t i = 0; i < expected.size(); ++i) tol[i] = abs_tol + rel_tol * std::fabs(expected[i]);
   return all_close(actual, expected, tol);
@@ -201,7 +211,8 @@ struct PagedBatch {
     HostTensor t(DType::kI32, {static_cast<int64_t>(tables.size()), max_blocks});
     for (size_t b = 0; b < tables.size(); ++b) {
       for (int64_t i = 0; i < max_blocks; ++i) {
-        t.i32()[b * max_blocks + i] = i < static_cast<int64_t>(tables[b].size()) ? tables[b][i] : -1;
+        t.i32()[b * max_blocks + i] =
+            i < static_cast<int64_t>(tables[b].size()) ? tables[b][i] : -1;
       }
     }
     return t;
@@ -255,7 +266,8 @@ inline std::vector<double> ref_attention(const HostTensor& q, const HostTensor& 
         double m = -INFINITY;
         for (int64_t p = 0; p <= pos; ++p) {
           double dot = 0;
-          for (int64_t d = 0; d < D; ++d) dot += q.get((t * H + h) * D + d) * k_cache.get(cache_index(b, p, g) + d);
+          for (int64_t d = 0; d < D; ++d)
+            dot += q.get((t * H + h) * D + d) * k_cache.get(cache_index(b, p, g) + d);
           s[p] = dot * scale;
           m = std::max(m, s[p]);
         }
@@ -272,4 +284,4 @@ inline std::vector<double> ref_attention(const HostTensor& q, const HostTensor& 
   return out;
 }
 
-}  // namespace pagoda::testing
+}  // namespace pagoda::ref
