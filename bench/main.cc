@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_modes.h"
 #include "core/flags.h"
 #include "core/thread_pool.h"
 #include "kernels/backend_factory.h"
@@ -42,8 +43,8 @@ double weight_bytes_per_token(const LoadedModel& m) {
 }
 
 // One sequence: slots are its positions (block table 0, 1, 2, ...).
-ForwardBatch single_sequence_batch(const std::vector<int32_t>& tokens, int start_pos, int block_size,
-                                   int max_blocks) {
+ForwardBatch single_sequence_batch(const std::vector<int32_t>& tokens, int start_pos,
+                                   int block_size, int max_blocks) {
   ForwardBatch b;
   const int n = static_cast<int>(tokens.size());
   b.token_ids = tokens;
@@ -60,9 +61,12 @@ ForwardBatch single_sequence_batch(const std::vector<int32_t>& tokens, int start
   return b;
 }
 
+}  // namespace
+
 Status run_model_bench(const std::vector<std::string>& args) {
-  PAGODA_ASSIGN_OR_RETURN(Flags flags, Flags::parse(args, {"shape", "dtype", "threads", "prompt-len",
-                                                           "decode-tokens", "device"}));
+  PAGODA_ASSIGN_OR_RETURN(
+      Flags flags,
+      Flags::parse(args, {"shape", "dtype", "threads", "prompt-len", "decode-tokens", "device"}));
   const std::string shape = flags.get_string("shape", "tinyllama-1.1b");
   DType dtype;
   if (!parse_dtype(flags.get_string("dtype", "bf16"), &dtype) || dtype == DType::kI32)
@@ -77,9 +81,11 @@ Status run_model_bench(const std::vector<std::string>& args) {
     return InvalidArgument("--prompt-len + --decode-tokens exceed the model's context");
   std::fprintf(stderr, "building synthetic %s (%s)...\n", shape.c_str(), dtype_name(dtype));
   PAGODA_ASSIGN_OR_RETURN(LoadedModel loaded, make_synthetic_model(config, dtype, 42));
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
-                          make_backend(flags.get_string("device", "cpu"), static_cast<int>(threads)));
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::create(loaded, backend.get()));
+  PAGODA_ASSIGN_OR_RETURN(
+      std::unique_ptr<Backend> backend,
+      make_backend(flags.get_string("device", "cpu"), static_cast<int>(threads)));
+  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
+                          LlamaModel::create(loaded, backend.get()));
 
   const double bandwidth = measure_read_bandwidth_gbs(static_cast<int>(threads), size_t{512} << 20);
   const double bytes = weight_bytes_per_token(loaded);
@@ -87,23 +93,27 @@ Status run_model_bench(const std::vector<std::string>& args) {
   const int block_size = 16;
   const int total = static_cast<int>(prompt_len + decode_tokens);
   const int blocks = (total + block_size - 1) / block_size;
-  PAGODA_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(backend.get(), model->kv_cache_shape(blocks, block_size)));
+  PAGODA_ASSIGN_OR_RETURN(
+      KvCache cache, KvCache::create(backend.get(), model->kv_cache_shape(blocks, block_size)));
   std::vector<int32_t> prompt(prompt_len);
   for (int i = 0; i < prompt_len; ++i) prompt[i] = (i * 7919 + 11) % config.vocab_size;
   std::vector<float> logits;
 
   // Warm-up on a short prefix (touches the weights once; page cache, allocations).
-  PAGODA_RETURN_IF_ERROR(model->forward(single_sequence_batch({1}, 0, block_size, blocks), cache, &logits));
+  PAGODA_RETURN_IF_ERROR(
+      model->forward(single_sequence_batch({1}, 0, block_size, blocks), cache, &logits));
 
   double t0 = now_seconds();
-  PAGODA_RETURN_IF_ERROR(model->forward(single_sequence_batch(prompt, 0, block_size, blocks), cache, &logits));
+  PAGODA_RETURN_IF_ERROR(
+      model->forward(single_sequence_batch(prompt, 0, block_size, blocks), cache, &logits));
   const double prefill_s = now_seconds() - t0;
 
   t0 = now_seconds();
   int32_t token = 1;
   for (int i = 0; i < decode_tokens; ++i) {
     PAGODA_RETURN_IF_ERROR(model->forward(
-        single_sequence_batch({token}, static_cast<int>(prompt_len) + i, block_size, blocks), cache, &logits));
+        single_sequence_batch({token}, static_cast<int>(prompt_len) + i, block_size, blocks), cache,
+        &logits));
     token = static_cast<int32_t>((token * 31 + i) % config.vocab_size);
   }
   const double decode_s = now_seconds() - t0;
@@ -111,21 +121,29 @@ Status run_model_bench(const std::vector<std::string>& args) {
   const double decode_tps = decode_tokens / decode_s;
   const double roofline_tps = bandwidth * 1e9 / bytes;
   const double flops_per_token = 2.0 * bytes / dtype_size(dtype);
-  std::printf("| shape | dtype | backend | threads | read GB/s | weight MB/token | prefill %lld tok/s | "
-              "prefill GFLOP/s | decode tok/s | roofline tok/s | decode / roofline |\n",
-              static_cast<long long>(prompt_len));
+  std::printf(
+      "| shape | dtype | backend | threads | read GB/s | weight MB/token | prefill %lld tok/s | "
+      "prefill GFLOP/s | decode tok/s | roofline tok/s | decode / roofline |\n",
+      static_cast<long long>(prompt_len));
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %s | %s | %lld | %.2f | %.1f | %.2f | %.1f | %.3f | %.3f | %.1f%% |\n", shape.c_str(),
-              dtype_name(dtype), backend->name().c_str(), static_cast<long long>(threads), bandwidth,
-              bytes / 1e6, prompt_len / prefill_s, prompt_len * flops_per_token / prefill_s / 1e9,
-              decode_tps, roofline_tps, 100.0 * decode_tps / roofline_tps);
+  std::printf("| %s | %s | %s | %lld | %.2f | %.1f | %.2f | %.1f | %.3f | %.3f | %.1f%% |\n",
+              shape.c_str(), dtype_name(dtype), backend->name().c_str(),
+              static_cast<long long>(threads), bandwidth, bytes / 1e6, prompt_len / prefill_s,
+              prompt_len * flops_per_token / prefill_s / 1e9, decode_tps, roofline_tps,
+              100.0 * decode_tps / roofline_tps);
   return OkStatus();
 }
+
+namespace {
 
 constexpr const char* kUsage =
     "usage: pagoda-bench model [--shape tinyllama-1.1b|llama3-1b|llama3-8b|stories260K]\n"
     "                          [--dtype bf16|f16|f32] [--threads N] [--prompt-len N]\n"
-    "                          [--decode-tokens N] [--device cpu]\n";
+    "                          [--decode-tokens N] [--device cpu]\n"
+    "       pagoda-bench offline [--shape stories260K] [--dtype f32] [--threads N]\n"
+    "                          [--num-requests 64] [--input-len 64] [--output-len 64]\n"
+    "                          [--max-num-seqs 256] [--max-batched-tokens 2048] [--kv-cache-mb "
+    "512]\n";
 
 }  // namespace
 }  // namespace pagoda
@@ -138,11 +156,15 @@ int main(int argc, char** argv) {
   }
   const std::string mode = args[0];
   args.erase(args.begin());
-  if (mode != "model") {
+  pagoda::Status s;
+  if (mode == "model") {
+    s = pagoda::run_model_bench(args);
+  } else if (mode == "offline") {
+    s = pagoda::run_offline_bench(args);
+  } else {
     std::fprintf(stderr, "pagoda-bench: unknown mode '%s'\n%s", mode.c_str(), pagoda::kUsage);
     return 2;
   }
-  const pagoda::Status s = pagoda::run_model_bench(args);
   if (!s.ok()) {
     std::fprintf(stderr, "pagoda-bench: %s\n", s.to_string().c_str());
     return 2;

@@ -1,5 +1,7 @@
 // pagoda: the command line. `pagoda generate` streams text from a model; `serve` comes with
 // the gRPC server.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -7,7 +9,7 @@
 
 #include "core/flags.h"
 #include "core/thread_pool.h"
-#include "engine/batch_generator.h"
+#include "engine/engine.h"
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
 #include "tokenizer/tokenizer.h"
@@ -19,7 +21,7 @@ constexpr const char* kUsage =
     "usage: pagoda generate [--model DIR|FILE.gguf] [--prompt TEXT] [--max-tokens N]\n"
     "                       [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
     "                       [--repetition-penalty R] [--seed S] [--threads N] [--device cpu]\n"
-    "                       [--tokenizer FILE] [--ignore-eos]\n"
+    "                       [--tokenizer FILE] [--stop TEXT] [--ignore-eos]\n"
     "\n"
     "Streams the model's continuation of the prompt to stdout and prints prompt and\n"
     "generation speed to stderr. Without --model it runs the bundled stories260K.\n";
@@ -39,7 +41,7 @@ Status run_generate(const std::vector<std::string>& args) {
       Flags flags,
       Flags::parse(args,
                    {"model", "prompt", "max-tokens", "temperature", "top-p", "top-k", "min-p",
-                    "repetition-penalty", "seed", "threads", "device", "tokenizer"},
+                    "repetition-penalty", "seed", "threads", "device", "tokenizer", "stop"},
                    {"ignore-eos"}));
   SamplingParams params;
   PAGODA_ASSIGN_OR_RETURN(int64_t max_tokens, flags.get_int("max-tokens", 256, 1, 1 << 20));
@@ -66,44 +68,65 @@ Status run_generate(const std::vector<std::string>& args) {
   const std::string tok_path = flags.get_string("tokenizer", loaded.tokenizer_path);
   if (tok_path.empty())
     return NotFound("no tokenizer.model beside " + model_path + "; pass --tokenizer FILE");
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, load_sentencepiece_tokenizer(tok_path));
+  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                          load_sentencepiece_tokenizer(tok_path));
   if (tokenizer->vocab_size() > loaded.config.vocab_size)
-    return InvalidArgument("tokenizer " + tok_path + " has " + std::to_string(tokenizer->vocab_size()) +
-                           " pieces but the model's vocabulary is " + std::to_string(loaded.config.vocab_size));
+    return InvalidArgument(
+        "tokenizer " + tok_path + " has " + std::to_string(tokenizer->vocab_size()) +
+        " pieces but the model's vocabulary is " + std::to_string(loaded.config.vocab_size));
 
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend,
-                          make_backend(flags.get_string("device", "cpu"), static_cast<int>(threads)));
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::create(loaded, backend.get()));
+  PAGODA_ASSIGN_OR_RETURN(
+      std::unique_ptr<Backend> backend,
+      make_backend(flags.get_string("device", "cpu"), static_cast<int>(threads)));
+  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
+                          LlamaModel::create(loaded, backend.get()));
 
   const std::string prompt = flags.get_string("prompt", "Once upon a time");
-  GenerationRequest request;
+  Request request;
   PAGODA_ASSIGN_OR_RETURN(request.prompt_ids, tokenizer->encode(prompt, /*add_bos=*/true));
   request.params = params;
+  if (flags.has("stop")) request.stop_strings = {flags.get_string("stop", "")};
+  // A CLI run is one request: give the KV cache room for exactly one full context.
+  EngineConfig config;
+  const int context = loaded.config.max_position_embeddings;
+  config.num_blocks = (context + config.block_size - 1) / config.block_size;
+  if (request.prompt_ids.size() + static_cast<size_t>(params.max_tokens) >
+      static_cast<size_t>(context))
+    request.params.max_tokens = std::max(1, context - static_cast<int>(request.prompt_ids.size()));
+  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                          Engine::create(model.get(), tokenizer.get(), config));
+  PAGODA_ASSIGN_OR_RETURN(RequestHandle handle, engine->submit(std::move(request)));
 
-  BatchGenerator generator(model.get(), GeneratorOptions{});
-  IncrementalDetokenizer detok(tokenizer.get());
   // The prompt is echoed so that the story reads whole; the model's text follows it.
-  for (int id : request.prompt_ids) std::fputs(detok.push(id).c_str(), stdout);
+  std::fputs(prompt.c_str(), stdout);
   std::fflush(stdout);
-  PAGODA_ASSIGN_OR_RETURN(
-      std::vector<GenerationResult> results,
-      generator.run({request}, [&](int, int token) {
-        std::fputs(detok.push(token).c_str(), stdout);
-        std::fflush(stdout);
-      }));
-  std::fputs(detok.flush().c_str(), stdout);
+  RequestOutput last;
+  for (;;) {
+    std::optional<RequestOutput> out = handle.outputs->next();
+    std::fputs(out->text.c_str(), stdout);
+    std::fflush(stdout);
+    if (out->finished) {
+      last = std::move(*out);
+      break;
+    }
+  }
   std::fputs("\n", stdout);
+  if (last.finish_reason == FinishReason::kError) return last.error;
 
-  const GenerationStats& st = generator.stats();
-  const int64_t decoded = st.generated_tokens - 1;
+  const RequestTimings& t = last.timings;
+  auto seconds = [](EngineClock::time_point a, EngineClock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
+  const double prefill_s = seconds(t.scheduled, t.first_token);
+  const double decode_s = seconds(t.first_token, t.finished);
+  const int decoded = last.usage.completion_tokens - 1;
   std::fprintf(stderr,
-               "[%s | %s] prompt: %lld tokens, %.1f tok/s | generation: %lld tokens, %.1f tok/s "
+               "[%s | %s] prompt: %d tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s "
                "| finish: %s\n",
-               model_path.c_str(), backend->name().c_str(), static_cast<long long>(st.prompt_tokens),
-               st.prefill_seconds > 0 ? st.prompt_tokens / st.prefill_seconds : 0.0,
-               static_cast<long long>(st.generated_tokens),
-               st.decode_seconds > 0 && decoded > 0 ? decoded / st.decode_seconds : 0.0,
-               finish_reason_name(results[0].finish));
+               model_path.c_str(), backend->name().c_str(), last.usage.prompt_tokens,
+               prefill_s > 0 ? last.usage.prompt_tokens / prefill_s : 0.0,
+               last.usage.completion_tokens, decode_s > 0 && decoded > 0 ? decoded / decode_s : 0.0,
+               finish_reason_name(last.finish_reason));
   return OkStatus();
 }
 

@@ -21,7 +21,8 @@ class HostBuffer {
   ~HostBuffer() { std::free(data_); }
   HostBuffer(const HostBuffer&) = delete;
   HostBuffer& operator=(const HostBuffer&) = delete;
-  HostBuffer(HostBuffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  HostBuffer(HostBuffer&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   HostBuffer& operator=(HostBuffer&& o) noexcept {
     if (this != &o) {
       std::free(data_);

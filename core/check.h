@@ -24,17 +24,17 @@ std::string format_pair(const A& a, const B& b) {
 
 }  // namespace pagoda::internal
 
-#define PAGODA_CHECK(cond)                                                       \
-  do {                                                                           \
+#define PAGODA_CHECK(cond)                                                        \
+  do {                                                                            \
     if (!(cond)) ::pagoda::internal::check_failed(__FILE__, __LINE__, #cond, ""); \
   } while (0)
 
-#define PAGODA_CHECK_OP_(a, op, b)                                                      \
-  do {                                                                                  \
-    const auto& pagoda_a_ = (a);                                                        \
-    const auto& pagoda_b_ = (b);                                                        \
-    if (!(pagoda_a_ op pagoda_b_))                                                      \
-      ::pagoda::internal::check_failed(__FILE__, __LINE__, #a " " #op " " #b,           \
+#define PAGODA_CHECK_OP_(a, op, b)                                                             \
+  do {                                                                                         \
+    const auto& pagoda_a_ = (a);                                                               \
+    const auto& pagoda_b_ = (b);                                                               \
+    if (!(pagoda_a_ op pagoda_b_))                                                             \
+      ::pagoda::internal::check_failed(__FILE__, __LINE__, #a " " #op " " #b,                  \
                                        ::pagoda::internal::format_pair(pagoda_a_, pagoda_b_)); \
   } while (0)
 

@@ -13,9 +13,18 @@ const char* dtype_name(DType t) {
 }
 
 bool parse_dtype(const std::string& s, DType* out) {
-  if (s == "f32" || s == "float32" || s == "F32") { *out = DType::kF32; return true; }
-  if (s == "f16" || s == "float16" || s == "F16") { *out = DType::kF16; return true; }
-  if (s == "bf16" || s == "bfloat16" || s == "BF16") { *out = DType::kBF16; return true; }
+  if (s == "f32" || s == "float32" || s == "F32") {
+    *out = DType::kF32;
+    return true;
+  }
+  if (s == "f16" || s == "float16" || s == "F16") {
+    *out = DType::kF16;
+    return true;
+  }
+  if (s == "bf16" || s == "bfloat16" || s == "BF16") {
+    *out = DType::kBF16;
+    return true;
+  }
   return false;
 }
 
@@ -51,10 +60,10 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&bits, &f, 4);
   const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   const uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;  // NaN
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // overflow (incl. inf) after rounding
-  if (abs < 0x38800000u) {  // subnormal or zero in f16
-    if (abs < 0x33000000u) return sign;  // rounds to zero
+  if (abs < 0x38800000u) {                        // subnormal or zero in f16
+    if (abs < 0x33000000u) return sign;           // rounds to zero
     // value = mant * 2^(exp-150); in units of the f16 subnormal step 2^-24 that is
     // mant * 2^(exp-126), a right shift by s = 126 - exp in [14, 24].
     const uint32_t exp = abs >> 23;

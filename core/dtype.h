@@ -12,7 +12,9 @@ namespace pagoda {
 // kI32 is for index tensors (token ids, positions, slot mappings, block tables), never weights.
 enum class DType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2, kI32 = 3 };
 
-inline size_t dtype_size(DType t) { return (t == DType::kF32 || t == DType::kI32) ? 4 : 2; }
+inline size_t dtype_size(DType t) {
+  return (t == DType::kF32 || t == DType::kI32) ? 4 : 2;
+}
 const char* dtype_name(DType t);  // "f32", "f16", "bf16", "i32"
 // Parses "f32"/"float32", "f16"/"float16", "bf16"/"bfloat16". Returns false if unknown.
 bool parse_dtype(const std::string& s, DType* out);

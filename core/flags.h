@@ -20,8 +20,10 @@ class Flags {
 
   bool has(const std::string& name) const { return values_.count(name) != 0; }
   std::string get_string(const std::string& name, const std::string& fallback) const;
-  StatusOr<int64_t> get_int(const std::string& name, int64_t fallback, int64_t min, int64_t max) const;
-  StatusOr<double> get_double(const std::string& name, double fallback, double min, double max) const;
+  StatusOr<int64_t> get_int(const std::string& name, int64_t fallback, int64_t min,
+                            int64_t max) const;
+  StatusOr<double> get_double(const std::string& name, double fallback, double min,
+                              double max) const;
   StatusOr<uint64_t> get_uint64(const std::string& name) const;  // has(name) must hold
 
  private:

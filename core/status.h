@@ -42,7 +42,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status OkStatus() { return Status(); }
+inline Status OkStatus() {
+  return Status();
+}
 Status InvalidArgument(std::string msg);
 Status NotFound(std::string msg);
 Status OutOfRange(std::string msg);
@@ -82,9 +84,9 @@ class [[nodiscard]] StatusOr {
 #define PAGODA_CONCAT_INNER_(a, b) a##b
 #define PAGODA_CONCAT_(a, b) PAGODA_CONCAT_INNER_(a, b)
 
-#define PAGODA_RETURN_IF_ERROR(expr)              \
-  do {                                            \
-    ::pagoda::Status pagoda_status_ = (expr);     \
+#define PAGODA_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::pagoda::Status pagoda_status_ = (expr);        \
     if (!pagoda_status_.ok()) return pagoda_status_; \
   } while (0)
 

@@ -125,6 +125,8 @@ ThreadPool& ThreadPool::global() {
   return *pool;
 }
 
-void ThreadPool::set_default_threads(int n) { g_default_threads = n; }
+void ThreadPool::set_default_threads(int n) {
+  g_default_threads = n;
+}
 
 }  // namespace pagoda

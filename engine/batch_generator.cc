@@ -6,22 +6,13 @@
 
 namespace pagoda {
 
-const char* finish_reason_name(FinishReason r) {
-  switch (r) {
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kContextLimit: return "context_limit";
-  }
-  return "?";
-}
-
 namespace {
 
 struct Sequence {
   const GenerationRequest* request = nullptr;
   std::vector<int> tokens;  // prompt, then outputs
   int prompt_len = 0;
-  int num_computed = 0;     // tokens whose K/V are in the cache
+  int num_computed = 0;  // tokens whose K/V are in the cache
   std::vector<int32_t> blocks;
   uint64_t seed = 0;
   bool done = false;
@@ -55,15 +46,16 @@ StatusOr<std::vector<GenerationResult>> BatchGenerator::run(
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
     PAGODA_RETURN_IF_ERROR(r.params.validate());
-    if (r.prompt_ids.empty()) return InvalidArgument("generator: request " + std::to_string(i) + " has an empty prompt");
+    if (r.prompt_ids.empty())
+      return InvalidArgument("generator: request " + std::to_string(i) + " has an empty prompt");
     if (static_cast<int>(r.prompt_ids.size()) >= max_context)
       return InvalidArgument("generator: request " + std::to_string(i) + " has a prompt of " +
-                             std::to_string(r.prompt_ids.size()) + " tokens; the context limit is " +
-                             std::to_string(max_context));
+                             std::to_string(r.prompt_ids.size()) +
+                             " tokens; the context limit is " + std::to_string(max_context));
     for (int id : r.prompt_ids)
       if (id < 0 || id >= cfg.vocab_size)
-        return InvalidArgument("generator: token id " + std::to_string(id) + " outside the vocabulary of " +
-                               std::to_string(cfg.vocab_size));
+        return InvalidArgument("generator: token id " + std::to_string(id) +
+                               " outside the vocabulary of " + std::to_string(cfg.vocab_size));
     Sequence& s = seqs[i];
     s.request = &r;
     s.tokens = r.prompt_ids;
@@ -74,8 +66,8 @@ StatusOr<std::vector<GenerationResult>> BatchGenerator::run(
     stats_.prompt_tokens += s.prompt_len;
   }
   const int num_blocks = options_.num_blocks > 0 ? options_.num_blocks : std::max(1, needed_blocks);
-  PAGODA_ASSIGN_OR_RETURN(KvCache cache,
-                          KvCache::create(model_->backend(), model_->kv_cache_shape(num_blocks, bs)));
+  PAGODA_ASSIGN_OR_RETURN(
+      KvCache cache, KvCache::create(model_->backend(), model_->kv_cache_shape(num_blocks, bs)));
   BlockAllocator allocator(num_blocks);
 
   std::vector<GenerationResult> results(requests.size());
@@ -126,7 +118,8 @@ StatusOr<std::vector<GenerationResult>> BatchGenerator::run(
     batch.block_tables.assign(in_batch.size() * batch.max_blocks_per_seq, 0);
     for (size_t b = 0; b < in_batch.size(); ++b) {
       const auto& blocks = seqs[in_batch[b]].blocks;
-      std::copy(blocks.begin(), blocks.end(), batch.block_tables.begin() + b * batch.max_blocks_per_seq);
+      std::copy(blocks.begin(), blocks.end(),
+                batch.block_tables.begin() + b * batch.max_blocks_per_seq);
     }
 
     const auto step_start = Clock::now();
@@ -137,15 +130,18 @@ StatusOr<std::vector<GenerationResult>> BatchGenerator::run(
       const SamplingParams& p = s.request->params;
       const std::span<const float> row(logits.data() + r * cfg.vocab_size, cfg.vocab_size);
       const std::span<const int> prompt(s.tokens.data(), s.prompt_len);
-      const std::span<const int> output(s.tokens.data() + s.prompt_len, s.tokens.size() - s.prompt_len);
-      const int token = sampler.sample(row, p, prompt, output, s.seed, static_cast<int64_t>(s.tokens.size()));
+      const std::span<const int> output(s.tokens.data() + s.prompt_len,
+                                        s.tokens.size() - s.prompt_len);
+      const int token =
+          sampler.sample(row, p, prompt, output, s.seed, static_cast<int64_t>(s.tokens.size()));
       s.tokens.push_back(token);
       GenerationResult& res = results[sampled[r]];
       res.output_ids.push_back(token);
       ++stats_.generated_tokens;
       if (on_token) on_token(sampled[r], token);
-      const bool eos = !p.ignore_eos && std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(),
-                                                  token) != cfg.eos_token_ids.end();
+      const bool eos =
+          !p.ignore_eos && std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), token) !=
+                               cfg.eos_token_ids.end();
       const bool stop_id = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) !=
                            p.stop_token_ids.end();
       if (eos || stop_id) {
@@ -155,7 +151,7 @@ StatusOr<std::vector<GenerationResult>> BatchGenerator::run(
         res.finish = FinishReason::kLength;
         s.done = true;
       } else if (static_cast<int>(s.tokens.size()) > max_context) {
-        res.finish = FinishReason::kContextLimit;
+        res.finish = FinishReason::kLength;
         s.done = true;
       }
       if (s.done) {

@@ -11,14 +11,12 @@
 #include <vector>
 
 #include "engine/block_allocator.h"
+#include "engine/request.h"
 #include "engine/sampler.h"
 #include "engine/sampling_params.h"
 #include "models/llama.h"
 
 namespace pagoda {
-
-enum class FinishReason { kLength, kStop, kContextLimit };
-const char* finish_reason_name(FinishReason r);
 
 struct GenerationRequest {
   std::vector<int> prompt_ids;  // non-empty
@@ -27,14 +25,14 @@ struct GenerationRequest {
 
 struct GenerationResult {
   std::vector<int> output_ids;  // includes the stop token when one ended the sequence
-  FinishReason finish = FinishReason::kLength;
+  FinishReason finish = FinishReason::kLength;  // kLength also for the context limit
 };
 
 struct GeneratorOptions {
   int block_size = 16;
-  int num_blocks = 0;              // 0: enough for every request at its longest
-  int max_batched_tokens = 8192;   // per-step token budget (chunked prefill beyond it)
-  int max_context = 0;             // 0: the model's max_position_embeddings
+  int num_blocks = 0;             // 0: enough for every request at its longest
+  int max_batched_tokens = 8192;  // per-step token budget (chunked prefill beyond it)
+  int max_context = 0;            // 0: the model's max_position_embeddings
 };
 
 struct GenerationStats {

@@ -10,10 +10,10 @@
 namespace pagoda {
 
 struct SamplingParams {
-  float temperature = 1.0f;  // 0: greedy
-  int top_k = 0;             // 0: off
-  float top_p = 1.0f;        // 1: off
-  float min_p = 0.0f;        // 0: off
+  float temperature = 1.0f;         // 0: greedy
+  int top_k = 0;                    // 0: off
+  float top_p = 1.0f;               // 1: off
+  float min_p = 0.0f;               // 0: off
   float repetition_penalty = 1.0f;  // 1: off; applied to tokens of prompt and output (HF rule)
   float presence_penalty = 0.0f;    // applied to output tokens (OpenAI rule)
   float frequency_penalty = 0.0f;   // applied to output tokens (OpenAI rule)

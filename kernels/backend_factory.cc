@@ -24,12 +24,15 @@ StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int n
     if (device.size() > 5) {
       char* end = nullptr;
       index = static_cast<int>(std::strtol(device.c_str() + 5, &end, 10));
-      if (*end != '\0' || index < 0) return InvalidArgument("device '" + device + "': bad device index");
+      if (*end != '\0' || index < 0)
+        return InvalidArgument("device '" + device + "': bad device index");
     }
 #ifdef PAGODA_WITH_CUDA
     return make_cuda_backend(index);
 #else
-    return FailedPrecondition("device '" + device + "': this build has no CUDA backend (configure with PAGODA_CUDA=ON where nvcc exists)");
+    return FailedPrecondition(
+        "device '" + device +
+        "': this build has no CUDA backend (configure with PAGODA_CUDA=ON where nvcc exists)");
 #endif
   }
   return InvalidArgument("unknown device '" + device + "' (expected cpu, cuda or cuda:N)");

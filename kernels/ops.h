@@ -144,8 +144,8 @@ class Backend {
   virtual ~Backend() = default;
 
   virtual Device device() const = 0;
-  virtual std::string name() const = 0;          // "cpu (2 threads, avx2)", "cuda:0 (H100)"
-  virtual DType activation_dtype() const = 0;    // f32 on the CPU
+  virtual std::string name() const = 0;        // "cpu (2 threads, avx2)", "cuda:0 (H100)"
+  virtual DType activation_dtype() const = 0;  // f32 on the CPU
 
   // Memory. allocate() returns zeroed memory. Copies are synchronous from the host's view.
   virtual StatusOr<DeviceBuffer> allocate(size_t bytes) = 0;

@@ -30,7 +30,8 @@ Status ForwardBatch::validate(int block_size, int num_blocks) const {
     return field_error("query_start", "must start at 0 and end at T");
   for (size_t i = 0; i < b; ++i) {
     const int q_len = query_start[i + 1] - query_start[i];
-    if (q_len <= 0) return field_error("query_start", "gives sequence " + std::to_string(i) + " no tokens");
+    if (q_len <= 0)
+      return field_error("query_start", "gives sequence " + std::to_string(i) + " no tokens");
     if (seq_lens[i] < q_len) return field_error("seq_lens", "shorter than the new tokens");
     if ((seq_lens[i] + block_size - 1) / block_size > max_blocks_per_seq)
       return field_error("seq_lens", "needs more blocks than max_blocks_per_seq");
@@ -66,7 +67,8 @@ StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::create(const LoadedModel& load
   m->backend_ = backend;
   const int64_t d = c.hidden_size, hd = c.head_dim, q_dim = int64_t{c.num_heads} * hd,
                 kv_dim = int64_t{c.num_kv_heads} * hd, inter = c.intermediate_size;
-  PAGODA_ASSIGN_OR_RETURN(m->embed_, m->place(loaded, "model.embed_tokens.weight", {c.vocab_size, d}));
+  PAGODA_ASSIGN_OR_RETURN(m->embed_,
+                          m->place(loaded, "model.embed_tokens.weight", {c.vocab_size, d}));
   PAGODA_ASSIGN_OR_RETURN(m->final_norm_, m->place(loaded, "model.norm.weight", {d}));
   if (c.tie_word_embeddings && !loaded.weights.contains("lm_head.weight")) {
     m->lm_head_ = m->embed_;
@@ -75,26 +77,38 @@ StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::create(const LoadedModel& load
   }
   for (int l = 0; l < c.num_layers; ++l) {
     Layer L;
-    PAGODA_ASSIGN_OR_RETURN(L.attn_norm, m->place(loaded, layer_name(l, "input_layernorm.weight"), {d}));
-    PAGODA_ASSIGN_OR_RETURN(L.wq, m->place(loaded, layer_name(l, "self_attn.q_proj.weight"), {q_dim, d}));
-    PAGODA_ASSIGN_OR_RETURN(L.wk, m->place(loaded, layer_name(l, "self_attn.k_proj.weight"), {kv_dim, d}));
-    PAGODA_ASSIGN_OR_RETURN(L.wv, m->place(loaded, layer_name(l, "self_attn.v_proj.weight"), {kv_dim, d}));
-    PAGODA_ASSIGN_OR_RETURN(L.wo, m->place(loaded, layer_name(l, "self_attn.o_proj.weight"), {d, q_dim}));
+    PAGODA_ASSIGN_OR_RETURN(L.attn_norm,
+                            m->place(loaded, layer_name(l, "input_layernorm.weight"), {d}));
+    PAGODA_ASSIGN_OR_RETURN(L.wq,
+                            m->place(loaded, layer_name(l, "self_attn.q_proj.weight"), {q_dim, d}));
+    PAGODA_ASSIGN_OR_RETURN(
+        L.wk, m->place(loaded, layer_name(l, "self_attn.k_proj.weight"), {kv_dim, d}));
+    PAGODA_ASSIGN_OR_RETURN(
+        L.wv, m->place(loaded, layer_name(l, "self_attn.v_proj.weight"), {kv_dim, d}));
+    PAGODA_ASSIGN_OR_RETURN(L.wo,
+                            m->place(loaded, layer_name(l, "self_attn.o_proj.weight"), {d, q_dim}));
     if (c.attention_bias) {
-      PAGODA_ASSIGN_OR_RETURN(L.bq, m->place(loaded, layer_name(l, "self_attn.q_proj.bias"), {q_dim}));
-      PAGODA_ASSIGN_OR_RETURN(L.bk, m->place(loaded, layer_name(l, "self_attn.k_proj.bias"), {kv_dim}));
-      PAGODA_ASSIGN_OR_RETURN(L.bv, m->place(loaded, layer_name(l, "self_attn.v_proj.bias"), {kv_dim}));
+      PAGODA_ASSIGN_OR_RETURN(L.bq,
+                              m->place(loaded, layer_name(l, "self_attn.q_proj.bias"), {q_dim}));
+      PAGODA_ASSIGN_OR_RETURN(L.bk,
+                              m->place(loaded, layer_name(l, "self_attn.k_proj.bias"), {kv_dim}));
+      PAGODA_ASSIGN_OR_RETURN(L.bv,
+                              m->place(loaded, layer_name(l, "self_attn.v_proj.bias"), {kv_dim}));
     }
-    PAGODA_ASSIGN_OR_RETURN(L.ffn_norm, m->place(loaded, layer_name(l, "post_attention_layernorm.weight"), {d}));
-    PAGODA_ASSIGN_OR_RETURN(L.w_gate, m->place(loaded, layer_name(l, "mlp.gate_proj.weight"), {inter, d}));
-    PAGODA_ASSIGN_OR_RETURN(L.w_up, m->place(loaded, layer_name(l, "mlp.up_proj.weight"), {inter, d}));
-    PAGODA_ASSIGN_OR_RETURN(L.w_down, m->place(loaded, layer_name(l, "mlp.down_proj.weight"), {d, inter}));
+    PAGODA_ASSIGN_OR_RETURN(
+        L.ffn_norm, m->place(loaded, layer_name(l, "post_attention_layernorm.weight"), {d}));
+    PAGODA_ASSIGN_OR_RETURN(L.w_gate,
+                            m->place(loaded, layer_name(l, "mlp.gate_proj.weight"), {inter, d}));
+    PAGODA_ASSIGN_OR_RETURN(L.w_up,
+                            m->place(loaded, layer_name(l, "mlp.up_proj.weight"), {inter, d}));
+    PAGODA_ASSIGN_OR_RETURN(L.w_down,
+                            m->place(loaded, layer_name(l, "mlp.down_proj.weight"), {d, inter}));
     m->layers_.push_back(L);
   }
   const std::vector<float> inv_freq = rope_inv_freq(c);
   PAGODA_ASSIGN_OR_RETURN(m->inv_freq_, backend->allocate(inv_freq.size() * sizeof(float)));
-  PAGODA_RETURN_IF_ERROR(
-      backend->copy_from_host(m->inv_freq_.data(), inv_freq.data(), inv_freq.size() * sizeof(float)));
+  PAGODA_RETURN_IF_ERROR(backend->copy_from_host(m->inv_freq_.data(), inv_freq.data(),
+                                                 inv_freq.size() * sizeof(float)));
   return m;
 }
 
@@ -120,7 +134,8 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries) {
   };
   if (tokens > w.capacity_tokens) {
     const size_t t = static_cast<size_t>(tokens);
-    const size_t q_dim = size_t{1} * c.num_heads * c.head_dim, kv_dim = size_t{1} * c.num_kv_heads * c.head_dim;
+    const size_t q_dim = size_t{1} * c.num_heads * c.head_dim,
+                 kv_dim = size_t{1} * c.num_kv_heads * c.head_dim;
     PAGODA_RETURN_IF_ERROR(grow(&w.hidden, t * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.residual, t * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.normed, t * c.hidden_size * a));
@@ -191,15 +206,17 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
   const DType at = be.activation_dtype();
   const TensorView hidden = act(ws_.hidden, T, d), residual = act(ws_.residual, T, d),
                    normed = act(ws_.normed, T, d);
-  const TensorView q = act(ws_.q, T, H * hd), k = act(ws_.k, T, KV * hd), v = act(ws_.v, T, KV * hd),
-                   attn = act(ws_.attn, T, H * hd);
-  const TensorView gate = act(ws_.gate, T, c.intermediate_size), up = act(ws_.up, T, c.intermediate_size);
+  const TensorView q = act(ws_.q, T, H * hd), k = act(ws_.k, T, KV * hd),
+                   v = act(ws_.v, T, KV * hd), attn = act(ws_.attn, T, H * hd);
+  const TensorView gate = act(ws_.gate, T, c.intermediate_size),
+                   up = act(ws_.up, T, c.intermediate_size);
   // Head-split views of the same memory: [T, heads, head_dim].
   const TensorView q3(ws_.q.data(), at, {T, H, hd}, dev), k3(ws_.k.data(), at, {T, KV, hd}, dev),
       v3(ws_.v.data(), at, {T, KV, hd}, dev), attn3(ws_.attn.data(), at, {T, H, hd}, dev);
   const TensorView positions = idx(ws_.positions, T);
   const TensorView inv_freq(inv_freq_.data(), DType::kF32, {hd / 2}, dev);
-  const TensorView block_tables(ws_.block_tables.data(), DType::kI32, {B, batch.max_blocks_per_seq}, dev);
+  const TensorView block_tables(ws_.block_tables.data(), DType::kI32, {B, batch.max_blocks_per_seq},
+                                dev);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   PAGODA_RETURN_IF_ERROR(be.embedding({embed_, idx(ws_.token_ids, T), hidden}));
@@ -214,10 +231,11 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
     PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.wv, L.bv, v}));
     PAGODA_RETURN_IF_ERROR(be.rope({q3, k3, positions, inv_freq}));
     const size_t li = static_cast<size_t>(&L - layers_.data());
-    PAGODA_RETURN_IF_ERROR(be.kv_write({k3, v3, idx(ws_.slot_mapping, T), cache.k(li), cache.v(li)}));
-    PAGODA_RETURN_IF_ERROR(be.attention({q3, cache.k(li), cache.v(li), block_tables,
-                                         idx(ws_.seq_lens, B), idx(ws_.query_start, B + 1), attn3,
-                                         scale}));
+    PAGODA_RETURN_IF_ERROR(
+        be.kv_write({k3, v3, idx(ws_.slot_mapping, T), cache.k(li), cache.v(li)}));
+    PAGODA_RETURN_IF_ERROR(
+        be.attention({q3, cache.k(li), cache.v(li), block_tables, idx(ws_.seq_lens, B),
+                      idx(ws_.query_start, B + 1), attn3, scale}));
     PAGODA_RETURN_IF_ERROR(be.matmul({attn, L.wo, {}, hidden}));
     PAGODA_RETURN_IF_ERROR(be.rms_norm({hidden, residual, L.ffn_norm, normed, c.rms_norm_eps}));
     PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.w_gate, {}, gate}));

@@ -19,9 +19,9 @@ struct ForwardBatch {
   std::vector<int32_t> slot_mapping;  // [T] block * block_size + offset
   std::vector<int32_t> block_tables;  // [B, max_blocks_per_seq] row-major, unused entries 0
   int max_blocks_per_seq = 0;
-  std::vector<int32_t> seq_lens;      // [B] context length after this step
-  std::vector<int32_t> query_start;   // [B + 1]
-  std::vector<int32_t> sample_rows;   // [R] rows of [0, T) whose logits are wanted; may be empty
+  std::vector<int32_t> seq_lens;     // [B] context length after this step
+  std::vector<int32_t> query_start;  // [B + 1]
+  std::vector<int32_t> sample_rows;  // [R] rows of [0, T) whose logits are wanted; may be empty
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_seqs() const { return static_cast<int>(seq_lens.size()); }

@@ -95,26 +95,40 @@ StatusOr<LoadedModel> make_synthetic_model(const ModelConfig& c, DType dtype, ui
   // Uniform(-a, a) with a = sqrt(3 / fan_in) keeps activations at unit scale through a layer.
   auto w = [](int64_t fan_in) { return std::sqrt(1.0f / static_cast<float>(fan_in)); };
   uint64_t s = seed;
-  PAGODA_RETURN_IF_ERROR(add_random(&m, "model.embed_tokens.weight", {c.vocab_size, d}, dtype, 1.0f, 0.0f, ++s));
+  PAGODA_RETURN_IF_ERROR(
+      add_random(&m, "model.embed_tokens.weight", {c.vocab_size, d}, dtype, 1.0f, 0.0f, ++s));
   PAGODA_RETURN_IF_ERROR(add_random(&m, "model.norm.weight", {d}, dtype, 0.1f, 1.0f, ++s));
   if (!c.tie_word_embeddings)
-    PAGODA_RETURN_IF_ERROR(add_random(&m, "lm_head.weight", {c.vocab_size, d}, dtype, w(d), 0.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, "lm_head.weight", {c.vocab_size, d}, dtype, w(d), 0.0f, ++s));
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    PAGODA_RETURN_IF_ERROR(add_random(&m, p + "input_layernorm.weight", {d}, dtype, 0.1f, 1.0f, ++s));
-    PAGODA_RETURN_IF_ERROR(add_random(&m, p + "self_attn.q_proj.weight", {q, d}, dtype, w(d), 0.0f, ++s));
-    PAGODA_RETURN_IF_ERROR(add_random(&m, p + "self_attn.k_proj.weight", {kv, d}, dtype, w(d), 0.0f, ++s));
-    PAGODA_RETURN_IF_ERROR(add_random(&m, p + "self_attn.v_proj.weight", {kv, d}, dtype, w(d), 0.0f, ++s));
-    PAGODA_RETURN_IF_ERROR(add_random(&m, p + "self_attn.o_proj.weight", {d, q}, dtype, w(q), 0.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, p + "input_layernorm.weight", {d}, dtype, 0.1f, 1.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, p + "self_attn.q_proj.weight", {q, d}, dtype, w(d), 0.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, p + "self_attn.k_proj.weight", {kv, d}, dtype, w(d), 0.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, p + "self_attn.v_proj.weight", {kv, d}, dtype, w(d), 0.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, p + "self_attn.o_proj.weight", {d, q}, dtype, w(q), 0.0f, ++s));
     if (c.attention_bias) {
-      PAGODA_RETURN_IF_ERROR(add_random(&m, p + "self_attn.q_proj.bias", {q}, dtype, 0.02f, 0.0f, ++s));
-      PAGODA_RETURN_IF_ERROR(add_random(&m, p + "self_attn.k_proj.bias", {kv}, dtype, 0.02f, 0.0f, ++s));
-      PAGODA_RETURN_IF_ERROR(add_random(&m, p + "self_attn.v_proj.bias", {kv}, dtype, 0.02f, 0.0f, ++s));
+      PAGODA_RETURN_IF_ERROR(
+          add_random(&m, p + "self_attn.q_proj.bias", {q}, dtype, 0.02f, 0.0f, ++s));
+      PAGODA_RETURN_IF_ERROR(
+          add_random(&m, p + "self_attn.k_proj.bias", {kv}, dtype, 0.02f, 0.0f, ++s));
+      PAGODA_RETURN_IF_ERROR(
+          add_random(&m, p + "self_attn.v_proj.bias", {kv}, dtype, 0.02f, 0.0f, ++s));
     }
-    PAGODA_RETURN_IF_ERROR(add_random(&m, p + "post_attention_layernorm.weight", {d}, dtype, 0.1f, 1.0f, ++s));
-    PAGODA_RETURN_IF_ERROR(add_random(&m, p + "mlp.gate_proj.weight", {inter, d}, dtype, w(d), 0.0f, ++s));
-    PAGODA_RETURN_IF_ERROR(add_random(&m, p + "mlp.up_proj.weight", {inter, d}, dtype, w(d), 0.0f, ++s));
-    PAGODA_RETURN_IF_ERROR(add_random(&m, p + "mlp.down_proj.weight", {d, inter}, dtype, w(inter), 0.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, p + "post_attention_layernorm.weight", {d}, dtype, 0.1f, 1.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, p + "mlp.gate_proj.weight", {inter, d}, dtype, w(d), 0.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, p + "mlp.up_proj.weight", {inter, d}, dtype, w(d), 0.0f, ++s));
+    PAGODA_RETURN_IF_ERROR(
+        add_random(&m, p + "mlp.down_proj.weight", {d, inter}, dtype, w(inter), 0.0f, ++s));
   }
   return m;
 }

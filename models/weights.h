@@ -3,8 +3,8 @@
 // Face LlamaForCausalLM (rotate-half RoPE layout for q_proj/k_proj), whatever the file format:
 //   model.embed_tokens.weight                      [vocab, hidden]
 //   model.layers.{i}.input_layernorm.weight        [hidden]
-//   model.layers.{i}.self_attn.{q,k,v,o}_proj.weight  q:[H*hd, hidden] k,v:[KV*hd, hidden] o:[hidden, H*hd]
-//   model.layers.{i}.self_attn.{q,k,v}_proj.bias   (qwen2 only)
+//   model.layers.{i}.self_attn.{q,k,v,o}_proj.weight  q:[H*hd, hidden] k,v:[KV*hd, hidden]
+//   o:[hidden, H*hd] model.layers.{i}.self_attn.{q,k,v}_proj.bias   (qwen2 only)
 //   model.layers.{i}.post_attention_layernorm.weight [hidden]
 //   model.layers.{i}.mlp.{gate,up}_proj.weight     [inter, hidden]
 //   model.layers.{i}.mlp.down_proj.weight          [hidden, inter]

@@ -68,14 +68,15 @@ std::vector<Vec> reference_logits(const LoadedModel& lm, const std::vector<int>&
   const auto inv_freq = rope_inv_freq(c);
   const Vec emb = r.w("model.embed_tokens.weight");
   std::vector<Vec> x(T, Vec(d));
-  for (int t = 0; t < T; ++t) std::copy_n(emb.begin() + static_cast<size_t>(tokens[t]) * d, d, x[t].begin());
+  for (int t = 0; t < T; ++t)
+    std::copy_n(emb.begin() + static_cast<size_t>(tokens[t]) * d, d, x[t].begin());
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const Vec g1 = r.w(p + "input_layernorm.weight"), wq = r.w(p + "self_attn.q_proj.weight"),
               wk = r.w(p + "self_attn.k_proj.weight"), wv = r.w(p + "self_attn.v_proj.weight"),
-              wo = r.w(p + "self_attn.o_proj.weight"), g2 = r.w(p + "post_attention_layernorm.weight"),
-              wg = r.w(p + "mlp.gate_proj.weight"), wu = r.w(p + "mlp.up_proj.weight"),
-              wd = r.w(p + "mlp.down_proj.weight");
+              wo = r.w(p + "self_attn.o_proj.weight"),
+              g2 = r.w(p + "post_attention_layernorm.weight"), wg = r.w(p + "mlp.gate_proj.weight"),
+              wu = r.w(p + "mlp.up_proj.weight"), wd = r.w(p + "mlp.down_proj.weight");
     Vec bq, bk, bv;
     if (c.attention_bias) {
       bq = r.w(p + "self_attn.q_proj.bias");
@@ -113,7 +114,8 @@ std::vector<Vec> reference_logits(const LoadedModel& lm, const std::vector<int>&
       const Vec h = rms_norm(x[t], g2, c.rms_norm_eps);
       Vec gate = linear(wg, h, c.intermediate_size);
       const Vec up = linear(wu, h, c.intermediate_size);
-      for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
+      for (size_t i = 0; i < gate.size(); ++i)
+        gate[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
       const Vec down = linear(wd, gate, d);
       for (int i = 0; i < d; ++i) x[t][i] += down[i];
     }
@@ -121,7 +123,8 @@ std::vector<Vec> reference_logits(const LoadedModel& lm, const std::vector<int>&
   const Vec gn = r.w("model.norm.weight");
   const Vec head = r.w(r.has("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight");
   std::vector<Vec> out;
-  for (int t = 0; t < T; ++t) out.push_back(linear(head, rms_norm(x[t], gn, c.rms_norm_eps), c.vocab_size));
+  for (int t = 0; t < T; ++t)
+    out.push_back(linear(head, rms_norm(x[t], gn, c.rms_norm_eps), c.vocab_size));
   return out;
 }
 
@@ -210,7 +213,8 @@ TEST_P(LlamaReferenceTest, PagedRaggedChunkedForwardMatchesDenseReference) {
     double max_err = 0;
     for (size_t t = 0; t < ref.size(); ++t)
       for (int v = 0; v < 97; ++v)
-        max_err = std::max(max_err, std::abs(ours[s][t * 97 + v] - ref[t][v]) / (1.0 + std::abs(ref[t][v])));
+        max_err = std::max(max_err,
+                           std::abs(ours[s][t * 97 + v] - ref[t][v]) / (1.0 + std::abs(ref[t][v])));
     EXPECT_LT(max_err, 2e-5) << "sequence " << s;
   }
 }
@@ -219,8 +223,8 @@ INSTANTIATE_TEST_SUITE_P(Configs, LlamaReferenceTest,
                          ::testing::Values(Case{false, DType::kF32}, Case{true, DType::kF32},
                                            Case{false, DType::kBF16}, Case{true, DType::kF16}),
                          [](const auto& info) {
-                           return std::string(info.param.qwen_like ? "Qwen2Bias" : "Llama3Rope") + "_" +
-                                  dtype_name(info.param.dtype);
+                           return std::string(info.param.qwen_like ? "Qwen2Bias" : "Llama3Rope") +
+                                  "_" + dtype_name(info.param.dtype);
                          });
 
 }  // namespace

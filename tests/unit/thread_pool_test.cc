@@ -19,7 +19,8 @@ TEST(ThreadPoolTest, EveryIndexExactlyOnceAcrossManyLoops) {
       pool.parallel_for(n, 1 + loop % 5, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
       });
-      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "threads " << threads << " loop " << loop;
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(hits[i].load(), 1) << "threads " << threads << " loop " << loop;
     }
   }
 }

@@ -1,0 +1,14 @@
+// The modes of pagoda-bench, one function each.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace pagoda {
+
+Status run_model_bench(const std::vector<std::string>& args);
+Status run_offline_bench(const std::vector<std::string>& args);
+
+}  // namespace pagoda

@@ -1,0 +1,74 @@
+// Request and RequestOutput: what goes into the Engine and what comes out, per request.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "engine/sampling_params.h"
+#include "engine/step_plan.h"
+
+namespace pagoda {
+
+using EngineClock = std::chrono::steady_clock;
+
+struct Request {
+  std::vector<int> prompt_ids;  // BOS included when the model wants one
+  SamplingParams params;
+  std::vector<std::string> stop_strings;  // matched on the detokenized output; not emitted
+  int priority = 0;                       // lower is more important (policy priority)
+  std::string cache_salt;                 // prefix-cache sharing only within equal salts
+  std::optional<EngineClock::time_point> deadline;  // TIME_LIMIT when passed
+};
+
+// The wire's finish reasons (DESIGN.md §6).
+enum class FinishReason { kNone, kLength, kStop, kStopSequence, kCancelled, kTimeLimit, kError };
+const char* finish_reason_name(FinishReason r);
+
+struct Usage {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  int cached_tokens = 0;  // prompt tokens served from the prefix cache at first admission
+};
+
+struct RequestTimings {
+  EngineClock::time_point queued{}, scheduled{}, first_token{}, finished{};
+};
+
+// One message on a request's output channel. Every message carries usage so far; exactly one
+// message per request has finished == true, and it is the last.
+struct RequestOutput {
+  RequestId id = 0;
+  std::vector<int> new_token_ids;  // tokens since the previous message
+  std::string text;                // text delta (whole UTF-8 characters; stop strings held back)
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  Usage usage;
+  RequestTimings timings;  // filled as they become known
+  int num_preemptions = 0;
+  Status error;  // set when finish_reason == kError
+};
+
+// A single-producer (engine loop), single-consumer queue of outputs for one request.
+class OutputChannel {
+ public:
+  void push(RequestOutput out);
+  // Blocks until a message is available (or timeout passes: then nullopt).
+  std::optional<RequestOutput> next(
+      std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  bool closed() const;  // the finished message has been pushed
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<RequestOutput> queue_;
+  bool closed_ = false;
+};
+
+}  // namespace pagoda

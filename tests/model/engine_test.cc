@@ -1,0 +1,349 @@
+// The continuous-batching Engine with the real stories260K model: many concurrent requests give
+// exactly what each gives alone (also under forced preemption and with prefix caching), the
+// llama2.c reference still holds through the engine, and cancellation, deadlines, stop strings
+// and bad input behave.
+#include "engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "engine/batch_generator.h"
+#include "kernels/backend_factory.h"
+
+namespace pagoda {
+namespace {
+
+const std::string kRoot = PAGODA_SOURCE_DIR;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto loaded = load_model(kRoot + "/assets/models/stories260K");
+    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+    loaded_ = new LoadedModel(std::move(loaded).value());
+    backend_ = make_backend("cpu", 2).value().release();
+    model_ = LlamaModel::create(*loaded_, backend_).value().release();
+    tokenizer_ = load_sentencepiece_tokenizer(loaded_->tokenizer_path).value().release();
+  }
+  static void TearDownTestSuite() {
+    delete tokenizer_;
+    delete model_;
+    delete backend_;
+    delete loaded_;
+  }
+
+  struct Collected {
+    std::vector<int> ids;
+    std::string text;
+    RequestOutput last;
+    int messages = 0;
+  };
+
+  static Collected collect(OutputChannel& ch) {
+    Collected c;
+    for (;;) {
+      auto out = ch.next(std::chrono::seconds(60));
+      if (!out) {
+        ADD_FAILURE() << "no output within 60 s";
+        return c;
+      }
+      c.ids.insert(c.ids.end(), out->new_token_ids.begin(), out->new_token_ids.end());
+      c.text += out->text;
+      ++c.messages;
+      if (out->finished) {
+        c.last = std::move(*out);
+        return c;
+      }
+    }
+  }
+
+  // What a request gives alone, through the independent BatchGenerator harness.
+  static std::vector<int> alone(const Request& r) {
+    BatchGenerator gen(model_, GeneratorOptions{});
+    auto out = gen.run({GenerationRequest{r.prompt_ids, r.params}});
+    EXPECT_TRUE(out.ok()) << out.status().to_string();
+    return out.ok() ? (*out)[0].output_ids : std::vector<int>{};
+  }
+
+  // Submits all requests from 4 threads at once and collects every stream.
+  static std::vector<Collected> run_concurrently(Engine& engine, const std::vector<Request>& reqs) {
+    std::vector<Collected> results(reqs.size());
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        std::vector<std::pair<size_t, RequestHandle>> mine;
+        for (size_t i = t; i < reqs.size(); i += 4) {
+          auto h = engine.submit(reqs[i]);
+          ASSERT_TRUE(h.ok()) << h.status().to_string();
+          mine.emplace_back(i, *h);
+        }
+        for (auto& [i, h] : mine) results[i] = collect(*h.outputs);
+      });
+    }
+    for (auto& th : threads) th.join();
+    return results;
+  }
+
+  // 64 requests: mixed prompt lengths (1..120 tokens), greedy and seeded sampling, a shared
+  // story prefix on some so the prefix cache has something to find.
+  static std::vector<Request> mixed_requests() {
+    std::mt19937 rng(11);
+    const std::vector<int> prefix =
+        tokenizer_
+            ->encode(
+                "Once upon a time, there was a little girl named Lily. She loved to play outside.",
+                true)
+            .value();
+    std::vector<Request> reqs;
+    for (int i = 0; i < 64; ++i) {
+      Request r;
+      if (i % 3 == 0) {
+        r.prompt_ids = prefix;
+        for (int k = 0; k < i % 7; ++k) r.prompt_ids.push_back(3 + rng() % 500);
+      } else {
+        r.prompt_ids = {1};
+        const int len = static_cast<int>(rng() % 120);
+        for (int k = 0; k < len; ++k) r.prompt_ids.push_back(3 + rng() % 500);
+      }
+      r.params.max_tokens = 8 + static_cast<int>(rng() % 40);
+      r.params.ignore_eos = (i % 2 == 0);
+      if (i % 4 == 1) {
+        r.params.temperature = 0.8f;
+        r.params.top_p = 0.9f;
+        r.params.seed = 1000 + i;
+      } else {
+        r.params.temperature = 0.0f;
+      }
+      reqs.push_back(r);
+    }
+    return reqs;
+  }
+
+  static void expect_same_as_alone(const EngineConfig& config, int64_t* preemptions,
+                                   int64_t* cached_tokens) {
+    auto engine = Engine::create(model_, tokenizer_, config);
+    ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+    const auto reqs = mixed_requests();
+    const auto got = run_concurrently(**engine, reqs);
+    *cached_tokens = 0;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      EXPECT_EQ(got[i].ids, alone(reqs[i])) << "request " << i;
+      EXPECT_EQ(got[i].last.usage.completion_tokens, static_cast<int>(got[i].ids.size()));
+      EXPECT_EQ(got[i].last.usage.prompt_tokens, static_cast<int>(reqs[i].prompt_ids.size()));
+      *cached_tokens += got[i].last.usage.cached_tokens;
+    }
+    *preemptions = (*engine)->stats().preemptions;
+    EXPECT_EQ((*engine)->stats().running, 0);
+  }
+
+  static LoadedModel* loaded_;
+  static Backend* backend_;
+  static LlamaModel* model_;
+  static Tokenizer* tokenizer_;
+};
+
+LoadedModel* EngineTest::loaded_ = nullptr;
+Backend* EngineTest::backend_ = nullptr;
+LlamaModel* EngineTest::model_ = nullptr;
+Tokenizer* EngineTest::tokenizer_ = nullptr;
+
+TEST_F(EngineTest, ConcurrentRequestsMatchAloneWithPrefixCaching) {
+  EngineConfig config;
+  config.num_blocks = 512;
+  config.max_num_batched_tokens = 96;  // forces chunked prefill mixed with decodes
+  int64_t preemptions = 0, cached = 0;
+  expect_same_as_alone(config, &preemptions, &cached);
+  EXPECT_GT(cached, 0) << "requests sharing the story prefix should hit the prefix cache";
+}
+
+TEST_F(EngineTest, ConcurrentRequestsMatchAloneUnderForcedPreemption) {
+  EngineConfig config;
+  config.max_model_len = 256;
+  config.num_blocks = 16;  // 256 tokens of KV for 64 requests: preemption is certain
+  config.max_num_batched_tokens = 64;
+  int64_t preemptions = 0, cached = 0;
+  expect_same_as_alone(config, &preemptions, &cached);
+  EXPECT_GT(preemptions, 0);
+}
+
+TEST_F(EngineTest, ConcurrentRequestsMatchAloneWithoutPrefixCaching) {
+  EngineConfig config;
+  config.num_blocks = 512;
+  config.enable_prefix_caching = false;
+  config.policy = SchedulingPolicy::kPriority;
+  int64_t preemptions = 0, cached = 0;
+  expect_same_as_alone(config, &preemptions, &cached);
+  EXPECT_EQ(cached, 0);
+}
+
+TEST_F(EngineTest, ReferenceIdsHoldThroughTheEngine) {
+  std::ifstream in(kRoot + "/tests/data/stories260K_greedy.json");
+  const auto j = nlohmann::json::parse(in);
+  auto engine = Engine::create(model_, tokenizer_, EngineConfig{});
+  ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+  std::vector<Request> reqs;
+  std::vector<std::vector<int>> expected;
+  for (const auto& c : j.at("cases")) {
+    Request r;
+    r.prompt_ids = c.at("prompt_ids").get<std::vector<int>>();
+    r.params.temperature = 0;
+    r.params.ignore_eos = true;
+    r.params.stop_token_ids = {1};
+    r.params.max_tokens = c.at("steps").get<int>() - static_cast<int>(r.prompt_ids.size()) + 1;
+    reqs.push_back(r);
+    expected.push_back(c.at("generated_ids").get<std::vector<int>>());
+  }
+  const auto got = run_concurrently(**engine, reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(got[i].ids, expected[i]) << "case " << i;
+    // The streamed text continues the prompt's text: decode(prompt + output) minus the prompt.
+    std::vector<int> all = reqs[i].prompt_ids;
+    all.insert(all.end(), expected[i].begin(), expected[i].end());
+    const std::string whole = tokenizer_->decode(all),
+                      prompt = tokenizer_->decode(reqs[i].prompt_ids);
+    ASSERT_EQ(whole.substr(0, prompt.size()), prompt);
+    EXPECT_EQ(got[i].text, whole.substr(prompt.size())) << "case " << i;
+  }
+}
+
+TEST_F(EngineTest, StopStringIsNotEmittedAndEndsTheRequest) {
+  auto engine = Engine::create(model_, tokenizer_, EngineConfig{});
+  ASSERT_TRUE(engine.ok());
+  Request r;
+  r.prompt_ids = tokenizer_->encode("Once upon a time", true).value();
+  r.params.temperature = 0;
+  r.params.max_tokens = 60;
+  std::vector<int> all = r.prompt_ids;
+  for (int id : alone(r)) all.push_back(id);
+  const std::string full = tokenizer_->decode(all).substr(tokenizer_->decode(r.prompt_ids).size());
+  const size_t at = full.find("Lily");
+  ASSERT_NE(at, std::string::npos) << full;
+  r.stop_strings = {"Lily", "a string that never appears"};
+  auto h = (*engine)->submit(r);
+  ASSERT_TRUE(h.ok());
+  const Collected c = collect(*h->outputs);
+  EXPECT_EQ(c.last.finish_reason, FinishReason::kStopSequence);
+  EXPECT_EQ(c.text, full.substr(0, at));
+  EXPECT_GT(c.messages, 2) << "text should stream, not arrive at the end";
+}
+
+TEST_F(EngineTest, CancelMidDecodeFreesEverything) {
+  auto engine = Engine::create(model_, tokenizer_, EngineConfig{});
+  ASSERT_TRUE(engine.ok());
+  Request r;
+  r.prompt_ids = {1, 403};
+  r.params.temperature = 0;
+  r.params.ignore_eos = true;
+  r.params.max_tokens = 500;
+  auto h = (*engine)->submit(r);
+  ASSERT_TRUE(h.ok());
+  auto first = h->outputs->next(std::chrono::seconds(60));
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE((*engine)->cancel(h->id).ok());
+  const Collected rest = collect(*h->outputs);
+  EXPECT_EQ(rest.last.finish_reason, FinishReason::kCancelled);
+  EXPECT_LT(rest.last.usage.completion_tokens, 500);
+  EXPECT_EQ((*engine)->cancel(h->id).code(), StatusCode::kNotFound);
+  // The engine publishes its state after each step; give it a step to run.
+  Request probe = r;
+  probe.params.max_tokens = 1;
+  auto p = (*engine)->submit(probe);
+  ASSERT_TRUE(p.ok());
+  collect(*p->outputs);
+  EXPECT_EQ((*engine)->stats().running, 0);
+}
+
+TEST_F(EngineTest, DeadlineEndsWithTimeLimit) {
+  auto engine = Engine::create(model_, tokenizer_, EngineConfig{});
+  ASSERT_TRUE(engine.ok());
+  Request r;
+  r.prompt_ids = {1, 403};
+  r.params.ignore_eos = true;
+  r.params.max_tokens = 500;
+  r.deadline = EngineClock::now();  // already passed: ends at the first step
+  auto h = (*engine)->submit(r);
+  ASSERT_TRUE(h.ok());
+  const Collected c = collect(*h->outputs);
+  EXPECT_EQ(c.last.finish_reason, FinishReason::kTimeLimit);
+}
+
+TEST_F(EngineTest, BadInputIsRefusedAtSubmit) {
+  EngineConfig config;
+  config.max_model_len = 64;
+  auto engine = Engine::create(model_, tokenizer_, config);
+  ASSERT_TRUE(engine.ok());
+  auto expect_refused = [&](Request r, const std::string& field) {
+    auto h = (*engine)->submit(r);
+    ASSERT_FALSE(h.ok()) << field;
+    EXPECT_EQ(h.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(h.status().message().find(field), std::string::npos) << h.status().message();
+  };
+  Request good;
+  good.prompt_ids = {1, 403};
+  good.params.max_tokens = 8;
+  Request r = good;
+  r.prompt_ids = {};
+  expect_refused(r, "prompt");
+  r = good;
+  r.prompt_ids.assign(64, 5);
+  expect_refused(r, "prompt");
+  r = good;
+  r.prompt_ids = {1, 512};
+  expect_refused(r, "prompt_ids");
+  r = good;
+  r.params.max_tokens = 0;
+  expect_refused(r, "max_tokens");
+  r = good;
+  r.params.max_tokens = 63;
+  expect_refused(r, "max_tokens");
+  r = good;
+  r.params.temperature = -1;
+  expect_refused(r, "temperature");
+  r = good;
+  r.params.top_p = 0;
+  expect_refused(r, "top_p");
+  r = good;
+  r.params.top_p = 1.5f;
+  expect_refused(r, "top_p");
+  r = good;
+  r.priority = 1 << 20;
+  expect_refused(r, "priority");
+  r = good;
+  r.stop_strings = {""};
+  expect_refused(r, "stop");
+  // Nothing entered the queue.
+  EXPECT_EQ((*engine)->stats().waiting, 0);
+  auto ok = (*engine)->submit(good);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(collect(*ok->outputs).last.usage.completion_tokens, 8);
+}
+
+}  // namespace
+}  // namespace pagoda
+
+namespace pagoda {
+namespace {
+
+// A continuation that starts with a new word keeps its leading space: the text streams as the
+// continuation of the prompt, not as a text of its own.
+TEST_F(EngineTest, OutputTextKeepsTheLeadingSpaceOfTheContinuation) {
+  auto engine = Engine::create(model_, tokenizer_, EngineConfig{});
+  ASSERT_TRUE(engine.ok());
+  Request r;
+  r.prompt_ids =
+      tokenizer_->encode("Once upon a time, there was a little girl named", true).value();
+  r.params.temperature = 0;
+  r.params.max_tokens = 3;
+  auto h = (*engine)->submit(r);
+  ASSERT_TRUE(h.ok());
+  const Collected c = collect(*h->outputs);
+  ASSERT_FALSE(c.text.empty());
+  EXPECT_EQ(c.text[0], ' ') << "'" << c.text << "'";
+}
+
+}  // namespace
+}  // namespace pagoda
