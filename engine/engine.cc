@@ -67,13 +67,25 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(LlamaModel* model, const Tokeni
   if (config.block_size <= 0) return field_error("block_size", "must be positive");
   sc.num_blocks = config.num_blocks;
   if (sc.num_blocks <= 0) {
+    size_t kv_bytes = config.kv_cache_bytes;
+    std::string source = "kv_cache_bytes";
+    if (config.kv_cache_memory_fraction != 0) {
+      if (!(config.kv_cache_memory_fraction > 0 && config.kv_cache_memory_fraction <= 1))
+        return field_error(
+            "kv_cache_memory_fraction",
+            "must be in (0, 1], got " + std::to_string(config.kv_cache_memory_fraction));
+      PAGODA_ASSIGN_OR_RETURN(const size_t available, model->backend()->available_memory_bytes());
+      kv_bytes =
+          static_cast<size_t>(config.kv_cache_memory_fraction * static_cast<double>(available));
+      source = "kv_cache_memory_fraction";
+    }
     const size_t per_block = model->kv_cache_shape(1, config.block_size).bytes_per_block();
-    sc.num_blocks = static_cast<int>(std::min<size_t>(config.kv_cache_bytes / per_block, 1 << 30));
+    sc.num_blocks = static_cast<int>(std::min<size_t>(kv_bytes / per_block, 1 << 30));
     if (static_cast<int64_t>(sc.num_blocks) * sc.block_size < sc.max_model_len)
-      return field_error("kv_cache_bytes", std::to_string(config.kv_cache_bytes) + " bytes hold " +
-                                               std::to_string(sc.num_blocks) +
-                                               " blocks, fewer than one request of max_model_len " +
-                                               std::to_string(sc.max_model_len) + " needs");
+      return field_error(source, std::to_string(kv_bytes) + " bytes hold " +
+                                     std::to_string(sc.num_blocks) +
+                                     " blocks, fewer than one request of max_model_len " +
+                                     std::to_string(sc.max_model_len) + " needs");
   }
   PAGODA_RETURN_IF_ERROR(sc.validate());
   PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,

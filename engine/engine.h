@@ -24,8 +24,11 @@ namespace pagoda {
 
 struct EngineConfig {
   int block_size = 16;
-  int num_blocks = 0;                         // 0: from kv_cache_bytes
-  size_t kv_cache_bytes = size_t{256} << 20;  // used when num_blocks == 0
+  // KV cache size, first that applies: num_blocks; kv_cache_memory_fraction of the memory the
+  // backend has available when the engine starts; kv_cache_bytes.
+  int num_blocks = 0;
+  double kv_cache_memory_fraction = 0;
+  size_t kv_cache_bytes = size_t{256} << 20;
   int max_num_batched_tokens = 2048;
   int max_num_seqs = 256;
   int max_model_len = 0;  // 0: the model's max_position_embeddings

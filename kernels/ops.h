@@ -152,6 +152,9 @@ class Backend {
   virtual Status copy_from_host(void* dst, const void* src, size_t bytes) = 0;
   virtual Status copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual Status synchronize() = 0;
+  // Memory the backend could still allocate (host: MemAvailable; GPU: free device memory).
+  // Sizes the KV cache from a fraction of memory.
+  virtual StatusOr<size_t> available_memory_bytes() const = 0;
 
   virtual Status embedding(const EmbeddingArgs& a) = 0;
   virtual Status rms_norm(const RmsNormArgs& a) = 0;

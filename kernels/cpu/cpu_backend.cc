@@ -3,9 +3,12 @@
 // own ThreadPool.
 #include "kernels/cpu/cpu_backend.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -47,6 +50,19 @@ class CpuBackend final : public Backend {
     return copy("copy_to_host", dst, src, bytes);
   }
   Status synchronize() override { return OkStatus(); }
+  StatusOr<size_t> available_memory_bytes() const override {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    size_t kib = 0;
+    std::string unit;
+    while (meminfo >> key >> kib >> unit) {
+      if (key == "MemAvailable:") return kib * 1024;
+    }
+    const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0)
+      return Unavailable("cpu: cannot tell how much memory is available");
+    return static_cast<size_t>(pages) * static_cast<size_t>(page);
+  }
 
   Status embedding(const EmbeddingArgs& a) override { return cpu::embedding(pool_, a); }
   Status rms_norm(const RmsNormArgs& a) override { return cpu::rms_norm(pool_, a); }

@@ -48,6 +48,14 @@ class CudaBackend final : public Backend {
     return stream_.synchronize();
   }
 
+  StatusOr<size_t> available_memory_bytes() const override {
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    size_t free_bytes = 0, total_bytes = 0;
+    PAGODA_RETURN_IF_ERROR(cuda::memory_info(&free_bytes, &total_bytes));
+    return free_bytes;
+  }
+
   Status rms_norm(const RmsNormArgs& a) override {
     cuda::ScopedDevice scoped(info_.index);
     PAGODA_RETURN_IF_ERROR(scoped.status());

@@ -347,3 +347,30 @@ TEST_F(EngineTest, OutputTextKeepsTheLeadingSpaceOfTheContinuation) {
 
 }  // namespace
 }  // namespace pagoda
+
+namespace pagoda {
+namespace {
+
+TEST_F(EngineTest, KvCacheSizedFromAFractionOfMemory) {
+  EngineConfig config;
+  config.kv_cache_memory_fraction = 0.01;
+  auto engine = Engine::create(model_, tokenizer_, config);
+  ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+  const size_t available = backend_->available_memory_bytes().value();
+  const size_t per_block = model_->kv_cache_shape(1, config.block_size).bytes_per_block();
+  const double expected = 0.01 * available / per_block;
+  EXPECT_NEAR((*engine)->scheduler_config().num_blocks, expected, expected * 0.2 + 1);
+
+  config.kv_cache_memory_fraction = 1.5;
+  auto bad = Engine::create(model_, tokenizer_, config);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("kv_cache_memory_fraction"), std::string::npos);
+  config.kv_cache_memory_fraction = 0;
+  config.kv_cache_bytes = 1024;  // not even one context
+  bad = Engine::create(model_, tokenizer_, config);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("kv_cache_bytes"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pagoda
