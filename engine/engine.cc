@@ -219,7 +219,7 @@ void Engine::drain_inbox() {
     nr.prompt.assign(l->request.prompt_ids.begin(), l->request.prompt_ids.end());
     nr.max_tokens = l->request.params.max_tokens;
     nr.priority = l->request.priority;
-    nr.arrival = l->timings.queued.time_since_epoch().count();
+    nr.arrival = l->request.arrival.value_or(l->timings.queued).time_since_epoch().count();
     nr.cache_salt = l->request.cache_salt;
     const RequestId id = l->id;
     live_[id] = std::move(l);

@@ -25,6 +25,9 @@ struct Request {
   int priority = 0;                       // lower is more important (policy priority)
   std::string cache_salt;                 // prefix-cache sharing only within equal salts
   std::optional<EngineClock::time_point> deadline;  // TIME_LIMIT when passed
+  // When the request arrived (e.g. when the server received it); orders fcfs and picks
+  // preemption victims. Unset: the time of submit().
+  std::optional<EngineClock::time_point> arrival;
 };
 
 // The wire's finish reasons (DESIGN.md §6).
