@@ -13,6 +13,9 @@
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
 #include "tokenizer/tokenizer.h"
+#ifdef PAGODA_WITH_SERVER
+#include "server/serve.h"
+#endif
 
 namespace pagoda {
 namespace {
@@ -150,6 +153,9 @@ int main(int argc, char** argv) {
     const pagoda::Status s = pagoda::run_generate(args);
     return s.ok() ? 0 : pagoda::fail(s);
   }
+#ifdef PAGODA_WITH_SERVER
+  if (command == "serve") return pagoda::run_serve(args, pagoda::default_model_dir());
+#endif
   std::fprintf(stderr, "pagoda: unknown command '%s'\n\n%s", command.c_str(), pagoda::kUsage);
   return 2;
 }

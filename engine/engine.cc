@@ -21,6 +21,7 @@ struct Engine::Live {
   RequestTimings timings;
   int preemptions = 0;
   bool admitted = false;
+  std::vector<TokenLogprobs> logprobs;  // of sampled tokens not yet emitted (params.logprobs > 0)
 };
 
 namespace {
@@ -289,6 +290,7 @@ void Engine::step() {
     const std::span<const int> output(st->tokens.data() + st->prompt_len, st->num_output());
     const int token =
         sampler_.sample(logits, p, prompt, output, l.seed, static_cast<int64_t>(st->tokens.size()));
+    if (p.logprobs > 0) l.logprobs.push_back(sampler_.logprobs(logits, token, p.logprobs));
     bool stop = false;
     if ((!p.ignore_eos && std::count(mc.eos_token_ids.begin(), mc.eos_token_ids.end(), token)) ||
         std::count(p.stop_token_ids.begin(), p.stop_token_ids.end(), token)) {
@@ -353,6 +355,8 @@ void Engine::emit(Live& l, std::vector<int> new_ids, bool finished, FinishReason
   RequestOutput out;
   out.id = l.id;
   out.new_token_ids = std::move(new_ids);
+  out.logprobs = std::move(l.logprobs);
+  l.logprobs.clear();
   if (finished && l.detok && reason != FinishReason::kStopSequence) l.text += l.detok->flush();
   size_t upto = l.text.size();
   if (!finished)

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -44,12 +45,23 @@ struct RequestTimings {
   EngineClock::time_point queued{}, scheduled{}, first_token{}, finished{};
 };
 
+// The log-probability of one generated token, from the log-softmax of the raw logits (before
+// penalties and temperature, like vLLM's default), and the params.logprobs most likely tokens:
+// top is (token id, logprob), by descending logprob, ties by ascending id.
+struct TokenLogprobs {
+  int token_id = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int, float>> top;
+};
+
 // One message on a request's output channel. Every message carries usage so far; exactly one
 // message per request has finished == true, and it is the last.
 struct RequestOutput {
   RequestId id = 0;
   std::vector<int> new_token_ids;  // tokens since the previous message
-  std::string text;                // text delta (whole UTF-8 characters; stop strings held back)
+  // When params.logprobs > 0: one per entry of new_token_ids, in the same order. Else empty.
+  std::vector<TokenLogprobs> logprobs;
+  std::string text;  // text delta (whole UTF-8 characters; stop strings held back)
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   Usage usage;

@@ -99,14 +99,26 @@ void select_top_k(const std::vector<float>& values, size_t k, std::vector<Candid
   };
   bool pruned = false;
   float bar = kNegInf;
-  for (int id = 0; id < static_cast<int>(values.size()); ++id) {
-    const float v = values[id];
-    if (pruned && !(v > bar)) continue;
-    out.emplace_back(v, id);
-    if (out.size() == capacity) {
-      keep_first_k();
-      bar = out[k - 1].first;
-      pruned = true;
+  // In blocks of 16: once pruned, a block whose maximum (vectorized) does not pass the bar
+  // holds nothing to keep, and most blocks are skipped whole. No NaN in values.
+  constexpr int kBlock = 16;
+  const int size = static_cast<int>(values.size());
+  for (int start = 0; start < size; start += kBlock) {
+    const int end = std::min(start + kBlock, size);
+    if (pruned && end - start == kBlock) {
+      float block_max = values[start];
+      for (int j = 1; j < kBlock; ++j) block_max = std::max(block_max, values[start + j]);
+      if (!(block_max > bar)) continue;
+    }
+    for (int id = start; id < end; ++id) {
+      const float v = values[id];
+      if (pruned && !(v > bar)) continue;
+      out.emplace_back(v, id);
+      if (out.size() == capacity) {
+        keep_first_k();
+        bar = out[k - 1].first;
+        pruned = true;
+      }
     }
   }
   if (out.size() > k) keep_first_k();
@@ -316,6 +328,58 @@ int Sampler::sample(std::span<const float> logits, const SamplingParams& params,
     if (c.first > 0.0f && (last == nullptr || precedes(*last, c))) last = &c;
   }
   return last != nullptr ? last->second : best;
+}
+
+TokenLogprobs Sampler::logprobs(std::span<const float> logits, int token, int num_top) {
+  const int vocab = static_cast<int>(logits.size());
+  PAGODA_CHECK_GT(vocab, 0);
+  PAGODA_CHECK(token >= 0 && token < vocab);
+  PAGODA_CHECK_GE(num_top, 0);
+  scratch_.resize(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    scratch_[i] = std::isnan(logits[i]) ? kNegInf : logits[i];
+  }
+  // The top tokens by logit, in the order (before scratch_ becomes exponentials).
+  const size_t n = static_cast<size_t>(std::min(num_top, vocab));
+  if (n == logits.size()) {
+    candidates_.resize(n);
+    for (int id = 0; id < vocab; ++id) candidates_[id] = {scratch_[id], id};
+  } else if (n > 0) {
+    select_top_k(scratch_, n, candidates_);
+  } else {
+    candidates_.clear();
+  }
+  std::sort(candidates_.begin(), candidates_.end(), precedes);
+
+  // log p(l) = (l - max) - log(sum_j exp(l_j - max)); the sum is at least 1 (the max's term).
+  const float max_logit = scratch_[argmax(scratch_)];
+  double log_sum = 0.0;
+  int num_inf = 0;
+  if (std::isfinite(max_logit)) {
+    for (float& l : scratch_) l = exp_nonpositive(l - max_logit);  // vectorized
+    log_sum = std::log(sum(scratch_));
+  } else if (max_logit > 0.0f) {
+    for (float l : scratch_) num_inf += l == max_logit;
+  }
+  const auto logprob = [&](float l) -> float {
+    if (std::isfinite(max_logit)) {
+      return static_cast<float>((static_cast<double>(l) - max_logit) - log_sum);
+    }
+    if (max_logit > 0.0f) return l == max_logit ? -static_cast<float>(std::log(num_inf)) : kNegInf;
+    return -static_cast<float>(std::log(static_cast<double>(vocab)));
+  };
+
+  TokenLogprobs out;
+  out.token_id = token;
+  out.logprob = logprob(std::isnan(logits[token]) ? kNegInf : logits[token]);
+  out.top.reserve(n);
+  for (const Candidate& c : candidates_) out.top.emplace_back(c.second, logprob(c.first));
+  // Descending logit is non-increasing logprob; distinct logits that round to one logprob are
+  // put back in id order.
+  std::sort(out.top.begin(), out.top.end(), [](const auto& a, const auto& b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  });
+  return out;
 }
 
 }  // namespace pagoda

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/request.h"
 #include "engine/sampling_params.h"
 
 namespace pagoda {
@@ -39,8 +40,17 @@ class Sampler {
              std::span<const int> prompt_ids, std::span<const int> output_ids, uint64_t seed,
              int64_t position);
 
+  // Log-probabilities from the raw logits (no penalties, no temperature: vLLM's default "raw"
+  // logprobs): log_softmax(logits) at `token` and at the first min(num_top, vocab) tokens in
+  // descending logprob, ties by ascending id. num_top == 0: top is empty. O(V) with a partial
+  // selection; max-subtracted, exponentials summed in double. NaN logits count as -inf, as in
+  // sample(); -inf logits get -inf. Degenerate rows take the limit: with some +inf logits those
+  // share the mass equally (-log(count) each, the rest -inf); with every logit -inf, uniform
+  // (-log(vocab) each). token must be in [0, vocab); num_top >= 0.
+  TokenLogprobs logprobs(std::span<const float> logits, int token, int num_top);
+
  private:
-  std::vector<float> scratch_;                     // penalized logits
+  std::vector<float> scratch_;                     // penalized logits; logprobs: exponentials
   std::vector<std::pair<float, int>> candidates_;  // (logit, then probability; id)
   std::vector<std::pair<float, int>> bucket_;      // candidates of one radix bucket
   std::vector<int> counts_;  // per-token counts for the penalties; all zero between calls

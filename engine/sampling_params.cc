@@ -38,6 +38,9 @@ Status SamplingParams::validate() const {
     return out_of_range("frequency_penalty", frequency_penalty, "in [-2, 2]");
   }
   if (max_tokens < 1) return out_of_range("max_tokens", max_tokens, ">= 1");
+  if (!(logprobs >= 0 && logprobs <= kMaxLogprobs)) {
+    return out_of_range("logprobs", logprobs, "in [0, 20] (0 means none)");
+  }
   for (size_t i = 0; i < stop_token_ids.size(); ++i) {
     if (stop_token_ids[i] < 0) {
       const std::string field = "stop_token_ids[" + std::to_string(i) + "]";

@@ -21,6 +21,11 @@ struct SamplingParams {
   int max_tokens = 256;
   std::vector<int> stop_token_ids;
   bool ignore_eos = false;
+  // 0: none. Otherwise each generated token comes with its log-probability and those of the
+  // `logprobs` most likely tokens, from the raw logits (before penalties and temperature).
+  int logprobs = 0;
+
+  static constexpr int kMaxLogprobs = 20;
 
   // InvalidArgument naming the field for anything out of range.
   Status validate() const;

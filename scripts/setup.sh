@@ -7,6 +7,8 @@ packages=(
   cmake ninja-build g++ ccache pkg-config git python3
   libsentencepiece-dev sentencepiece nlohmann-json3-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libyaml-cpp-dev
+  python3-grpcio python3-protobuf
 )
 
 missing=()

@@ -11,6 +11,8 @@
 
 #include "tokenizer/tokenizer.h"
 
+#include <cstdio>
+
 namespace pagoda {
 namespace {
 
@@ -160,10 +162,18 @@ class SentencePieceTokenizer final : public Tokenizer {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Tokenizer>> load_sentencepiece_tokenizer(const std::string& path) {
-  auto tokenizer = std::make_unique<SentencePieceTokenizer>();
-  PAGODA_RETURN_IF_ERROR(tokenizer->load(path));
-  return std::unique_ptr<Tokenizer>(std::move(tokenizer));
-}
-
 }  // namespace pagoda
+
+// The one symbol this shared library exports (see tokenizer/CMakeLists.txt): a new tokenizer,
+// or null with *code (a StatusCode) and message filled in.
+extern "C" __attribute__((visibility("default"))) pagoda::Tokenizer* pagoda_spm_create(
+    const char* path, int* code, char* message, size_t message_size) {
+  auto tokenizer = std::make_unique<pagoda::SentencePieceTokenizer>();
+  const pagoda::Status s = tokenizer->load(path);
+  if (!s.ok()) {
+    *code = static_cast<int>(s.code());
+    std::snprintf(message, message_size, "%s", s.message().c_str());
+    return nullptr;
+  }
+  return tokenizer.release();
+}

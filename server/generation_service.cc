@@ -1,0 +1,288 @@
+#include "server/generation_service.h"
+
+#include <cmath>
+
+#include "core/utf8.h"
+
+namespace pagoda {
+
+namespace v1 = ::pagoda::v1;
+
+grpc::Status to_grpc(const Status& s) {
+  using grpc::StatusCode;
+  StatusCode code = StatusCode::UNKNOWN;
+  switch (s.code()) {
+    case pagoda::StatusCode::kOk: return grpc::Status::OK;
+    case pagoda::StatusCode::kInvalidArgument: code = StatusCode::INVALID_ARGUMENT; break;
+    case pagoda::StatusCode::kNotFound: code = StatusCode::NOT_FOUND; break;
+    case pagoda::StatusCode::kOutOfRange: code = StatusCode::OUT_OF_RANGE; break;
+    case pagoda::StatusCode::kResourceExhausted: code = StatusCode::RESOURCE_EXHAUSTED; break;
+    case pagoda::StatusCode::kFailedPrecondition: code = StatusCode::FAILED_PRECONDITION; break;
+    case pagoda::StatusCode::kUnimplemented: code = StatusCode::UNIMPLEMENTED; break;
+    case pagoda::StatusCode::kInternal: code = StatusCode::INTERNAL; break;
+    case pagoda::StatusCode::kDataLoss: code = StatusCode::DATA_LOSS; break;
+    case pagoda::StatusCode::kUnavailable: code = StatusCode::UNAVAILABLE; break;
+    case pagoda::StatusCode::kCancelled: code = StatusCode::CANCELLED; break;
+  }
+  return grpc::Status(code, s.message());
+}
+
+namespace {
+
+grpc::Status invalid(const std::string& field, const std::string& what) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, field + ": " + what);
+}
+
+v1::FinishReason to_wire(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone: return v1::FINISH_REASON_UNSPECIFIED;
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kStopSequence: return v1::FINISH_REASON_STOP_SEQUENCE;
+    case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kTimeLimit: return v1::FINISH_REASON_TIME_LIMIT;
+    case FinishReason::kError: return v1::FINISH_REASON_ERROR;
+  }
+  return v1::FINISH_REASON_ERROR;
+}
+
+double seconds(EngineClock::time_point a, EngineClock::time_point b) {
+  if (a == EngineClock::time_point{} || b == EngineClock::time_point{} || b < a) return 0;
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Sampling and stop fields of the wire request → engine params. Range checks that the engine
+// also makes are left to it (one source of truth); wire-only fields are checked here.
+grpc::Status fill_params(const v1::GenerateRequest& req, int prompt_len, int context, Request* r) {
+  SamplingParams& p = r->params;
+  const v1::SamplingParams& s = req.sampling();
+  if (s.has_temperature()) p.temperature = s.temperature();
+  if (s.has_top_k()) p.top_k = s.top_k();
+  if (s.has_top_p()) p.top_p = s.top_p();
+  if (s.has_min_p()) p.min_p = s.min_p();
+  if (s.has_repetition_penalty()) p.repetition_penalty = s.repetition_penalty();
+  if (s.has_presence_penalty()) p.presence_penalty = s.presence_penalty();
+  if (s.has_frequency_penalty()) p.frequency_penalty = s.frequency_penalty();
+  if (s.has_seed()) p.seed = s.seed();
+  if (s.has_temperature() && !(s.temperature() <= 100))
+    return invalid("sampling.temperature", "must be in [0, 100], got " + std::to_string(s.temperature()));
+  const v1::StopParams& st = req.stop();
+  if (st.has_max_tokens()) {
+    if (st.max_tokens() == 0) return invalid("stop.max_tokens", "must be at least 1");
+    if (st.max_tokens() > static_cast<uint32_t>(context))
+      return invalid("stop.max_tokens", std::to_string(st.max_tokens()) + " exceeds the context of " +
+                                            std::to_string(context));
+    p.max_tokens = static_cast<int>(st.max_tokens());
+  } else {
+    p.max_tokens = std::max(1, context - prompt_len);  // as much as fits
+  }
+  for (const std::string& stop : st.stop()) r->stop_strings.push_back(stop);
+  for (uint32_t id : st.stop_token_ids()) p.stop_token_ids.push_back(static_cast<int>(id));
+  p.ignore_eos = st.ignore_eos();
+  if (req.logprobs() > 20) return invalid("logprobs", "must be at most 20, got " + std::to_string(req.logprobs()));
+  if (req.priority() < -1000 || req.priority() > 1000)
+    return invalid("priority", "must be in [-1000, 1000], got " + std::to_string(req.priority()));
+  r->priority = req.priority();
+  r->cache_salt = req.cache_salt();
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status GenerationService::check_model(const std::string& model) const {
+  if (!model.empty() && model != state_->identity().id)
+    return invalid("model", "unknown model '" + model + "' (this server serves '" + state_->identity().id + "')");
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::run(
+    grpc::ServerContext* ctx, const v1::GenerateRequest& req,
+    const std::function<bool(const RequestOutput&, const std::string&)>& on_output) {
+  const auto received = EngineClock::now();
+  if (state_->draining()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
+  Engine* engine = state_->engine();
+  if (engine == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  if (grpc::Status s = check_model(req.model()); !s.ok()) return s;
+
+  Request r;
+  r.arrival = received;
+  switch (req.input_case()) {
+    case v1::GenerateRequest::kText: {
+      if (req.text().empty()) return invalid("text", "is empty");
+      const Tokenizer* tok = state_->tokenizer();
+      StatusOr<std::vector<int>> ids = tok->encode(req.text(), req.has_add_bos() ? req.add_bos() : true);
+      if (!ids.ok()) return invalid("text", ids.status().message());
+      r.prompt_ids = std::move(ids).value();
+      break;
+    }
+    case v1::GenerateRequest::kTokenIds:
+      if (req.token_ids().ids().empty()) return invalid("token_ids", "is empty");
+      for (uint32_t id : req.token_ids().ids()) {
+        if (id >= static_cast<uint32_t>(state_->identity().vocab_size))
+          return invalid("token_ids", "id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                          std::to_string(state_->identity().vocab_size) + ")");
+        r.prompt_ids.push_back(static_cast<int>(id));
+      }
+      break;
+    default:
+      return invalid("input", "set text or token_ids");
+  }
+  const int prompt_len = static_cast<int>(r.prompt_ids.size());
+  const int context = state_->identity().context_length;
+  if (prompt_len >= context)
+    return invalid("text", "the prompt has " + std::to_string(prompt_len) + " tokens; the context holds " +
+                               std::to_string(context) + " (prompt + completion)");
+  if (grpc::Status s = fill_params(req, prompt_len, context, &r); !s.ok()) return s;
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+    const auto left = ctx->deadline() - std::chrono::system_clock::now();
+    r.deadline = EngineClock::now() + std::chrono::duration_cast<EngineClock::duration>(left);
+  }
+
+  std::string why;
+  if (!state_->admit(prompt_len, &why)) return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why);
+  bool queued = true;
+  auto leave = [&] {
+    if (queued) state_->leave_queue(prompt_len);
+    queued = false;
+  };
+  StatusOr<RequestHandle> handle = engine->submit(std::move(r));
+  if (!handle.ok()) {
+    leave();
+    return to_grpc(handle.status());
+  }
+  const std::string request_id = "req-" + std::to_string(handle->id);
+  state_->track(handle->id);
+  bool client_gone = false;
+  Status error;
+  for (;;) {
+    std::optional<RequestOutput> out = handle->outputs->next(std::chrono::milliseconds(50));
+    if (!out) {
+      if (!client_gone && ctx->IsCancelled()) {
+        client_gone = true;
+        (void)engine->cancel(handle->id);
+      }
+      continue;
+    }
+    leave();
+    if (out->finished && out->finish_reason == FinishReason::kError) error = out->error;
+    if (!client_gone && !on_output(*out, request_id)) {
+      client_gone = true;
+      (void)engine->cancel(handle->id);
+    }
+    if (out->finished) break;
+  }
+  state_->untrack(handle->id);
+  if (!error.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, "generation failed: " + error.message());
+  if (client_gone) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+  return grpc::Status::OK;
+}
+
+namespace {
+
+void fill_chunk(const RequestOutput& out, const std::string& request_id, bool token_ids,
+                const ModelIdentity& model, v1::GenerateResponse* resp) {
+  resp->set_request_id(request_id);
+  resp->mutable_text()->append(out.text);
+  if (token_ids)
+    for (int id : out.new_token_ids) resp->add_token_ids(static_cast<uint32_t>(id));
+  v1::Usage* u = resp->mutable_usage();
+  u->set_prompt_tokens(out.usage.prompt_tokens);
+  u->set_completion_tokens(out.usage.completion_tokens);
+  u->set_cached_tokens(out.usage.cached_tokens);
+  if (out.finished) {
+    resp->set_finish_reason(to_wire(out.finish_reason));
+    const RequestTimings& t = out.timings;
+    v1::Timings* w = resp->mutable_timings();
+    w->set_queue_seconds(seconds(t.queued, t.scheduled));
+    w->set_first_token_seconds(seconds(t.queued, t.first_token));
+    w->set_decode_seconds(seconds(t.first_token, t.finished));
+    w->set_total_seconds(seconds(t.queued, t.finished));
+    resp->set_model_id(model.id);
+    resp->set_model_revision(model.revision);
+  }
+}
+
+}  // namespace
+
+grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  return run(ctx, *req, [&](const RequestOutput& out, const std::string& request_id) {
+    if (!out.finished && out.text.empty() && !req->return_token_ids() && req->logprobs() == 0)
+      return true;  // nothing the client asked for (e.g. text held back for a stop string)
+    v1::GenerateResponse chunk;
+    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), &chunk);
+    return writer->Write(chunk);
+  });
+}
+
+grpc::Status GenerationService::Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                                         v1::GenerateResponse* resp) {
+  return run(ctx, *req, [&](const RequestOutput& out, const std::string& request_id) {
+    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), resp);
+    return true;
+  });
+}
+
+grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
+                                         v1::TokenizeResponse* resp) {
+  if (state_->engine() == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  if (grpc::Status s = check_model(req->model()); !s.ok()) return s;
+  const Tokenizer* tok = state_->tokenizer();
+  StatusOr<std::vector<int>> ids = tok->encode(req->text(), req->has_add_bos() ? req->add_bos() : true);
+  if (!ids.ok()) return invalid("text", ids.status().message());
+  for (int id : *ids) {
+    resp->add_token_ids(static_cast<uint32_t>(id));
+    resp->add_pieces(sanitize_utf8(tok->piece_bytes(id)));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* req,
+                                           v1::DetokenizeResponse* resp) {
+  if (state_->engine() == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  if (grpc::Status s = check_model(req->model()); !s.ok()) return s;
+  std::vector<int> ids;
+  for (uint32_t id : req->token_ids()) {
+    if (id >= static_cast<uint32_t>(state_->identity().vocab_size))
+      return invalid("token_ids", "id " + std::to_string(id) + " is outside the vocabulary");
+    ids.push_back(static_cast<int>(id));
+  }
+  resp->set_text(sanitize_utf8(state_->tokenizer()->decode(ids)));
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
+                                             v1::ModelInfo* resp) {
+  if (state_->engine() == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  const ModelIdentity& m = state_->identity();
+  resp->set_id(m.id);
+  resp->set_revision(m.revision);
+  resp->set_context_length(static_cast<uint32_t>(m.context_length));
+  resp->set_vocab_size(static_cast<uint32_t>(m.vocab_size));
+  resp->set_dtype(m.dtype);
+  resp->set_architecture(m.architecture);
+  resp->set_backend(m.backend);
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::GetServerInfo(grpc::ServerContext*, const v1::GetServerInfoRequest*,
+                                              v1::ServerInfo* resp) {
+  resp->set_uptime_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - state_->started()).count());
+  resp->set_version(PAGODA_VERSION);
+  resp->set_draining(state_->draining());
+  if (Engine* e = state_->engine()) {
+    const EngineStats s = e->stats();
+    const int blocks = e->scheduler_config().num_blocks;
+    resp->set_running(static_cast<uint32_t>(s.running));
+    resp->set_waiting(static_cast<uint32_t>(s.waiting));
+    resp->set_kv_cache_usage(s.kv_usage);
+    resp->set_preemptions(static_cast<uint64_t>(s.preemptions));
+    resp->set_prefix_cache_hit_rate(s.prefix_hit_rate);
+    resp->set_num_kv_blocks(static_cast<uint32_t>(blocks));
+    resp->set_kv_blocks_in_use(static_cast<uint32_t>(std::lround(s.kv_usage * blocks)));
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace pagoda

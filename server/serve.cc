@@ -1,0 +1,192 @@
+#include "server/serve.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "core/thread_pool.h"
+#include "kernels/backend_factory.h"
+#include "models/llama.h"
+#include "server/generation_service.h"
+
+namespace pagoda {
+
+namespace {
+
+constexpr const char* kReadiness = "pagoda.v1.Generation";
+
+// Content hash of the weights (names, shapes, dtypes, bytes): FNV-1a over 64-bit words.
+std::string weights_revision(const LoadedModel& m) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&](uint64_t v) { h = (h ^ v) * 0x100000001b3ull; };
+  for (const auto& [name, t] : m.weights.tensors()) {
+    for (char c : name) mix(static_cast<unsigned char>(c));
+    mix(static_cast<uint64_t>(t.dtype));
+    for (int i = 0; i < t.ndim; ++i) mix(static_cast<uint64_t>(t.shape[i]));
+    const auto* p = static_cast<const unsigned char*>(t.data);
+    const size_t n = t.nbytes();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      mix(w);
+    }
+    for (; i < n; ++i) mix(p[i]);
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016" PRIx64, h);
+  return buf;
+}
+
+std::string default_model_id(const std::string& path) {
+  std::filesystem::path p(path);
+  if (p.filename().empty()) p = p.parent_path();
+  return p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
+}
+
+struct LoadedServing {
+  std::unique_ptr<LoadedModel> loaded;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Engine> engine;
+};
+
+StatusOr<LoadedServing> load_and_warm(const ServeConfig& c, const std::string& model_path,
+                                      ModelIdentity* identity) {
+  LoadedServing s;
+  PAGODA_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(model_path));
+  s.loaded = std::make_unique<LoadedModel>(std::move(loaded));
+  const std::string tok_path = c.tokenizer.empty() ? s.loaded->tokenizer_path : c.tokenizer;
+  if (tok_path.empty()) return NotFound("no tokenizer.model beside " + model_path + "; pass --tokenizer FILE");
+  PAGODA_ASSIGN_OR_RETURN(s.tokenizer, load_sentencepiece_tokenizer(tok_path));
+  PAGODA_ASSIGN_OR_RETURN(s.backend, make_backend(c.device, c.threads));
+  PAGODA_ASSIGN_OR_RETURN(s.model, LlamaModel::create(*s.loaded, s.backend.get()));
+  PAGODA_ASSIGN_OR_RETURN(s.engine, Engine::create(s.model.get(), s.tokenizer.get(), c.engine));
+  // Warm-up: one real step through the whole path before readiness says SERVING.
+  Request warm;
+  warm.prompt_ids = {s.tokenizer->bos_id() >= 0 ? s.tokenizer->bos_id() : 0};
+  warm.params.max_tokens = 1;
+  warm.params.temperature = 0;
+  PAGODA_ASSIGN_OR_RETURN(RequestHandle h, s.engine->submit(warm));
+  for (;;) {
+    std::optional<RequestOutput> out = h.outputs->next();
+    if (out->finished) {
+      if (out->finish_reason == FinishReason::kError) return out->error;
+      break;
+    }
+  }
+  const ModelConfig& mc = s.loaded->config;
+  identity->id = c.model_id.empty() ? default_model_id(model_path) : c.model_id;
+  identity->revision = weights_revision(*s.loaded);
+  identity->dtype = dtype_name(mc.dtype);
+  identity->architecture = mc.architecture;
+  identity->backend = s.backend->name();
+  identity->context_length = s.engine->scheduler_config().max_model_len;
+  identity->vocab_size = mc.vocab_size;
+  return s;
+}
+
+}  // namespace
+
+int run_serve(const std::vector<std::string>& args, const std::string& default_model_dir) {
+  StatusOr<ServeConfig> parsed = parse_serve_config(args);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "pagoda serve: %s\n", parsed.status().to_string().c_str());
+    return 2;
+  }
+  const ServeConfig config = std::move(parsed).value();
+  const std::string model_path = config.model.empty() ? default_model_dir : config.model;
+
+  // Signals are taken by one thread with sigwait; every other thread (gRPC's, the engine's)
+  // inherits the blocked mask from here.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (config.threads > 0) ThreadPool::set_default_threads(config.threads);
+
+  ServerState state(config);
+  GenerationService service(&state);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string address = config.host + ":" + std::to_string(config.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::fprintf(stderr, "pagoda serve: cannot listen on %s\n", address.c_str());
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(kReadiness, false);
+  std::printf("pagoda serve: listening on %s:%d\n", config.host.c_str(), port);
+  std::fflush(stdout);
+
+  ModelIdentity identity;
+  StatusOr<LoadedServing> serving = load_and_warm(config, model_path, &identity);
+  if (!serving.ok()) {
+    std::fprintf(stderr, "pagoda serve: %s\n", serving.status().to_string().c_str());
+    server->Shutdown(std::chrono::system_clock::now());
+    return 2;
+  }
+  state.set_ready(serving->engine.get(), serving->tokenizer.get(), identity);
+  health->SetServingStatus(kReadiness, true);
+  std::fprintf(stderr, "pagoda serve: ready: model %s (revision %s, %s)\n", identity.id.c_str(),
+               identity.revision.c_str(), identity.backend.c_str());
+
+  // Watchdog: readiness goes NOT_SERVING when work is pending and no step ran for a while.
+  std::atomic<bool> stop_watchdog{false};
+  std::thread watchdog([&] {
+    int64_t last_steps = -1;
+    auto last_progress = std::chrono::steady_clock::now();
+    bool stalled = false;
+    while (!stop_watchdog.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      const EngineStats s = serving->engine->stats();
+      const auto now = std::chrono::steady_clock::now();
+      if (s.steps != last_steps || (s.running == 0 && s.waiting == 0)) {
+        last_steps = s.steps;
+        last_progress = now;
+      }
+      const bool stall = std::chrono::duration<double>(now - last_progress).count() >
+                         config.stall_timeout_seconds;
+      if (stall != stalled && !state.draining()) {
+        stalled = stall;
+        health->SetServingStatus(kReadiness, !stall);
+        if (stall) std::fprintf(stderr, "pagoda serve: engine stalled: readiness NOT_SERVING\n");
+      }
+    }
+  });
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "pagoda serve: %s: draining (up to %.0f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+               config.drain_timeout_seconds);
+  state.start_draining();
+  health->SetServingStatus(kReadiness, false);
+  const auto drain = std::chrono::milliseconds(static_cast<int64_t>(config.drain_timeout_seconds * 1000));
+  if (!state.wait_idle(drain)) {
+    const std::set<RequestId> left = state.in_flight();
+    std::fprintf(stderr, "pagoda serve: drain timeout: cancelling %zu requests\n", left.size());
+    for (RequestId id : left) (void)serving->engine->cancel(id);
+    (void)state.wait_idle(std::chrono::seconds(10));
+  }
+  stop_watchdog.store(true);
+  watchdog.join();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server->Wait();
+  std::fprintf(stderr, "pagoda serve: stopped\n");
+  return 0;
+}
+
+}  // namespace pagoda

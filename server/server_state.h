@@ -1,0 +1,66 @@
+// ServerState: what the gRPC services share — the engine once the model is loaded, the model's
+// identity, admission counters (the bounded waiting queue), the set of in-flight requests (for
+// drain) and the draining flag. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "engine/engine.h"
+#include "server/serve_config.h"
+
+namespace pagoda {
+
+struct ModelIdentity {
+  std::string id, revision, dtype, architecture, backend;
+  int context_length = 0;
+  int vocab_size = 0;
+};
+
+class ServerState {
+ public:
+  explicit ServerState(ServeConfig config) : config_(std::move(config)) {}
+
+  const ServeConfig& config() const { return config_; }
+  std::chrono::steady_clock::time_point started() const { return started_; }
+
+  // Set once, after the model is loaded and warm; null before.
+  void set_ready(Engine* engine, const Tokenizer* tokenizer, ModelIdentity identity);
+  Engine* engine() const { return engine_.load(); }
+  const Tokenizer* tokenizer() const { return tokenizer_; }
+  const ModelIdentity& identity() const { return identity_; }
+
+  bool draining() const { return draining_.load(); }
+  void start_draining() { draining_.store(true); }
+
+  // Admission to the bounded waiting queue: false (and nothing counted) when it is full.
+  bool admit(int prompt_tokens, std::string* why);
+  void leave_queue(int prompt_tokens);  // the request was scheduled (first output) or ended
+
+  void track(RequestId id);
+  void untrack(RequestId id);
+  std::set<RequestId> in_flight() const;
+  // Waits until nothing is in flight or the timeout passes; true when nothing is in flight.
+  bool wait_idle(std::chrono::milliseconds timeout);
+
+ private:
+  ServeConfig config_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::atomic<Engine*> engine_{nullptr};
+  const Tokenizer* tokenizer_ = nullptr;
+  ModelIdentity identity_;
+  std::atomic<bool> draining_{false};
+
+  mutable std::mutex mu_;
+  std::condition_variable idle_cv_;
+  int queued_requests_ = 0;
+  int64_t queued_tokens_ = 0;
+  std::set<RequestId> in_flight_;
+};
+
+}  // namespace pagoda

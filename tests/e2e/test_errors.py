@@ -1,0 +1,115 @@
+"""Bad input: every case is INVALID_ARGUMENT with a message naming the field, on Complete and on
+Generate, and the server keeps serving afterwards.
+
+Invalid UTF-8 cannot be put into a `string` field through the protobuf API (Python strings are
+Unicode, and the serializer refuses lone surrogates), so those requests are serialized by hand:
+the text field (GenerateRequest.text and TokenizeRequest.text are both field 2) is encoded as
+raw bytes with raw_string_field() and prepended to the serialization of the rest of the
+message, and the call goes through a channel method whose request serializer passes bytes
+through (raw_unary()).
+"""
+
+import unittest
+
+from e2e_support import (ServerTestCase, build_request, grpc, pb, raw_string_field, raw_unary)
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+PROMPT = "Once upon a time"
+
+
+class BadInputTest(ServerTestCase):
+    SERVER_ARGS = ()
+
+    def cases(self):
+        ctx, vocab = self.model.context_length, self.model.vocab_size
+        ok = dict(max_tokens=4)
+        # (name, build_request arguments, words of which the message must contain one)
+        return [
+            ("no input", dict(**ok), ("input", "text", "token_ids", "prompt")),
+            ("empty text", dict(prompt="", **ok), ("text", "input", "prompt")),
+            ("empty token_ids", dict(token_ids=[], **ok), ("token_ids",)),
+            ("prompt too long (ids)", dict(token_ids=[1] + [300] * ctx, **ok),
+             ("token_ids", "prompt", "input", "context")),
+            ("prompt too long (text)", dict(prompt="the cat sat " * ctx, **ok),
+             ("text", "prompt", "input", "context")),
+            ("max_tokens 0", dict(prompt=PROMPT, max_tokens=0), ("max_tokens",)),
+            ("max_tokens beyond context", dict(prompt=PROMPT, max_tokens=ctx + 1),
+             ("max_tokens",)),
+            ("temperature -1", dict(prompt=PROMPT, temperature=-1, **ok), ("temperature",)),
+            ("temperature 101", dict(prompt=PROMPT, temperature=101, **ok), ("temperature",)),
+            ("temperature nan", dict(prompt=PROMPT, temperature=float("nan"), **ok),
+             ("temperature",)),
+            ("top_p 0", dict(prompt=PROMPT, top_p=0, **ok), ("top_p",)),
+            ("top_p 1.5", dict(prompt=PROMPT, top_p=1.5, **ok), ("top_p",)),
+            ("top_k -1", dict(prompt=PROMPT, top_k=-1, **ok), ("top_k",)),
+            ("min_p 2", dict(prompt=PROMPT, min_p=2, **ok), ("min_p",)),
+            ("repetition_penalty 0", dict(prompt=PROMPT, repetition_penalty=0, **ok),
+             ("repetition_penalty",)),
+            ("presence_penalty 3", dict(prompt=PROMPT, presence_penalty=3, **ok),
+             ("presence_penalty",)),
+            ("frequency_penalty -3", dict(prompt=PROMPT, frequency_penalty=-3, **ok),
+             ("frequency_penalty",)),
+            ("unknown model", dict(prompt=PROMPT, model="no-such-model", **ok), ("model",)),
+            ("token id = vocab", dict(token_ids=[1, vocab], **ok), ("token_ids",)),
+            ("token id huge", dict(token_ids=[1, 4000000000], **ok), ("token_ids",)),
+            ("stop token id = vocab", dict(prompt=PROMPT, stop_token_ids=[vocab], **ok),
+             ("stop_token_ids",)),
+            ("logprobs 21", dict(prompt=PROMPT, logprobs=21, **ok), ("logprobs",)),
+            ("empty stop string", dict(prompt=PROMPT, stop=[""], **ok), ("stop",)),
+            ("priority 1001", dict(prompt=PROMPT, priority=1001, **ok), ("priority",)),
+        ]
+
+    def check_message(self, err, words):
+        msg = err.details() or ""
+        self.assertTrue(any(w in msg for w in words),
+                        f"the message {msg!r} names none of {words}")
+
+    def test_bad_requests_are_invalid_argument(self):
+        for name, kw, words in self.cases():
+            req = build_request(**kw)
+            with self.subTest(name, rpc="Complete"):
+                self.check_message(self.assertRpcError(INVALID, self.client.complete,
+                                                       request=req), words)
+            with self.subTest(name, rpc="Generate"):
+                self.check_message(self.assertRpcError(INVALID, self.client.generate,
+                                                       request=req), words)
+        self.assertIdle()
+
+    def test_invalid_utf8(self):
+        complete = raw_unary(self.client, "/pagoda.v1.Generation/Complete", pb.GenerateResponse)
+        tokenize = raw_unary(self.client, "/pagoda.v1.Generation/Tokenize", pb.TokenizeResponse)
+        rest = build_request(max_tokens=4).SerializeToString()
+        for bad in (b"Once upon \xff a time", b"\xc3", b"abc\xed\xa0\x80", b"\xc0\xaf"):
+            with self.subTest(bad=bad, rpc="Complete"):
+                err = self.assertRpcError(INVALID, complete, raw_string_field(2, bad) + rest,
+                                          timeout=30)
+                self.check_message(err, ("text", "UTF-8", "utf-8", "utf8"))
+            with self.subTest(bad=bad, rpc="Tokenize"):
+                err = self.assertRpcError(INVALID, tokenize, raw_string_field(2, bad), timeout=30)
+                self.check_message(err, ("text", "UTF-8", "utf-8", "utf8"))
+        # The hand-built encoding itself is right: the same bytes with valid text work.
+        r = complete(raw_string_field(2, PROMPT.encode()) + rest, timeout=30)
+        self.assertEqual(r.usage.completion_tokens, 4)
+
+    def test_other_methods(self):
+        vocab = self.model.vocab_size
+        err = self.assertRpcError(INVALID, self.client.tokenize, PROMPT, model="no-such-model")
+        self.check_message(err, ("model",))
+        err = self.assertRpcError(INVALID, self.client.detokenize, [1, vocab])
+        self.check_message(err, ("token_ids",))
+        err = self.assertRpcError(INVALID, self.client.detokenize, [1], model="no-such-model")
+        self.check_message(err, ("model",))
+
+    def test_model_name_may_be_given(self):
+        r = self.client.complete(PROMPT, model=self.model.id, max_tokens=4, temperature=0)
+        self.assertEqual(r.usage.completion_tokens, 4)
+        self.assertEqual(r.model_id, self.model.id)
+
+    def test_still_serves_after_abuse(self):
+        self.test_bad_requests_are_invalid_argument()
+        r = self.client.complete(PROMPT, max_tokens=20, temperature=0)
+        self.assertTrue(r.text.startswith(", there was a little girl named Lily"), r.text)
+
+
+if __name__ == "__main__":
+    unittest.main()
