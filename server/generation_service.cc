@@ -79,7 +79,7 @@ grpc::Status fill_params(const v1::GenerateRequest& req, int prompt_len, int con
   for (const std::string& stop : st.stop()) r->stop_strings.push_back(stop);
   for (uint32_t id : st.stop_token_ids()) p.stop_token_ids.push_back(static_cast<int>(id));
   p.ignore_eos = st.ignore_eos();
-  if (req.logprobs() > 20) return invalid("logprobs", "must be at most 20, got " + std::to_string(req.logprobs()));
+  p.logprobs = static_cast<int>(std::min<uint32_t>(req.logprobs(), 1u << 20));  // range: engine
   if (req.priority() < -1000 || req.priority() > 1000)
     return invalid("priority", "must be in [-1000, 1000], got " + std::to_string(req.priority()));
   r->priority = req.priority();
@@ -180,7 +180,18 @@ grpc::Status GenerationService::run(
 namespace {
 
 void fill_chunk(const RequestOutput& out, const std::string& request_id, bool token_ids,
-                const ModelIdentity& model, v1::GenerateResponse* resp) {
+                const ModelIdentity& model, const Tokenizer* tok, v1::GenerateResponse* resp) {
+  for (const TokenLogprobs& lp : out.logprobs) {
+    v1::TokenLogprob* w = resp->add_logprobs();
+    w->set_token_id(static_cast<uint32_t>(lp.token_id));
+    w->set_logprob(lp.logprob);
+    for (const auto& [id, logprob] : lp.top) {
+      v1::TopLogprob* t = w->add_top();
+      t->set_token_id(static_cast<uint32_t>(id));
+      t->set_logprob(logprob);
+      t->set_token(sanitize_utf8(tok->piece_bytes(id)));
+    }
+  }
   resp->set_request_id(request_id);
   resp->mutable_text()->append(out.text);
   if (token_ids)
@@ -210,7 +221,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::Gen
     if (!out.finished && out.text.empty() && !req->return_token_ids() && req->logprobs() == 0)
       return true;  // nothing the client asked for (e.g. text held back for a stop string)
     v1::GenerateResponse chunk;
-    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), &chunk);
+    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), state_->tokenizer(), &chunk);
     return writer->Write(chunk);
   });
 }
@@ -218,7 +229,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::Gen
 grpc::Status GenerationService::Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                          v1::GenerateResponse* resp) {
   return run(ctx, *req, [&](const RequestOutput& out, const std::string& request_id) {
-    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), resp);
+    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), state_->tokenizer(), resp);
     return true;
   });
 }
