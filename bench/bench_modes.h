@@ -10,5 +10,7 @@ namespace pagoda {
 
 Status run_model_bench(const std::vector<std::string>& args);
 Status run_offline_bench(const std::vector<std::string>& args);
+// Only in builds with the server (PAGODA_SERVER).
+Status run_serve_overhead_bench(const std::vector<std::string>& args);
 
 }  // namespace pagoda

@@ -161,6 +161,10 @@ int main(int argc, char** argv) {
     s = pagoda::run_model_bench(args);
   } else if (mode == "offline") {
     s = pagoda::run_offline_bench(args);
+#ifdef PAGODA_WITH_SERVER
+  } else if (mode == "serve-overhead") {
+    s = pagoda::run_serve_overhead_bench(args);
+#endif
   } else {
     std::fprintf(stderr, "pagoda-bench: unknown mode '%s'\n%s", mode.c_str(), pagoda::kUsage);
     return 2;

@@ -38,6 +38,27 @@ std::optional<RequestOutput> OutputChannel::next(std::optional<std::chrono::mill
   return out;
 }
 
+std::optional<RequestOutput> OutputChannel::next_merged(std::optional<std::chrono::milliseconds> timeout) {
+  std::optional<RequestOutput> first = next(timeout);
+  if (!first) return first;
+  std::lock_guard<std::mutex> lock(mu_);
+  while (!queue_.empty() && !first->finished) {
+    RequestOutput& more = queue_.front();
+    first->new_token_ids.insert(first->new_token_ids.end(), more.new_token_ids.begin(),
+                                more.new_token_ids.end());
+    first->text += more.text;
+    for (auto& lp : more.logprobs) first->logprobs.push_back(std::move(lp));
+    first->finished = more.finished;
+    first->finish_reason = more.finish_reason;
+    first->usage = more.usage;
+    first->timings = more.timings;
+    first->num_preemptions = more.num_preemptions;
+    first->error = more.error;
+    queue_.pop_front();
+  }
+  return first;
+}
+
 bool OutputChannel::closed() const {
   std::lock_guard<std::mutex> lock(mu_);
   return closed_;

@@ -77,6 +77,11 @@ class OutputChannel {
   // Blocks until a message is available (or timeout passes: then nullopt).
   std::optional<RequestOutput> next(
       std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  // Every message queued now, merged into one (text and ids concatenated, latest usage and
+  // timings, finished if the last one is): lets a slow consumer catch up in one write.
+  // Blocks like next() while the queue is empty.
+  std::optional<RequestOutput> next_merged(
+      std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   bool closed() const;  // the finished message has been pushed
 
  private:

@@ -155,7 +155,8 @@ grpc::Status GenerationService::run(
   bool client_gone = false;
   Status error;
   for (;;) {
-    std::optional<RequestOutput> out = handle->outputs->next(std::chrono::milliseconds(50));
+    // Merged: when the client reads slower than the engine decodes, one write carries them all.
+    std::optional<RequestOutput> out = handle->outputs->next_merged(std::chrono::milliseconds(50));
     if (!out) {
       if (!client_gone && ctx->IsCancelled()) {
         client_gone = true;

@@ -77,18 +77,31 @@ class BadInputTest(ServerTestCase):
 
     def test_invalid_utf8(self):
         complete = raw_unary(self.client, "/pagoda.v1.Generation/Complete", pb.GenerateResponse)
+        generate = self.client.channel.unary_stream(
+            "/pagoda.v1.Generation/Generate", request_serializer=None,
+            response_deserializer=pb.GenerateResponse.FromString)
         tokenize = raw_unary(self.client, "/pagoda.v1.Generation/Tokenize", pb.TokenizeResponse)
         rest = build_request(max_tokens=4).SerializeToString()
+        words = ("text", "UTF-8", "utf-8", "utf8")
         for bad in (b"Once upon \xff a time", b"\xc3", b"abc\xed\xa0\x80", b"\xc0\xaf"):
+            wire = raw_string_field(2, bad) + rest
             with self.subTest(bad=bad, rpc="Complete"):
-                err = self.assertRpcError(INVALID, complete, raw_string_field(2, bad) + rest,
-                                          timeout=30)
-                self.check_message(err, ("text", "UTF-8", "utf-8", "utf8"))
+                self.check_message(self.assertRpcError(INVALID, complete, wire, timeout=30), words)
+            with self.subTest(bad=bad, rpc="Generate"):
+                self.check_message(self.assertRpcError(INVALID, generate, wire, timeout=30), words)
             with self.subTest(bad=bad, rpc="Tokenize"):
-                err = self.assertRpcError(INVALID, tokenize, raw_string_field(2, bad), timeout=30)
-                self.check_message(err, ("text", "UTF-8", "utf-8", "utf8"))
+                self.check_message(self.assertRpcError(INVALID, tokenize, raw_string_field(2, bad),
+                                                       timeout=30), words)
+        # A stop string (GenerateRequest.stop = 5, StopParams.stop = 2) that is not UTF-8.
+        stop = raw_string_field(5, raw_string_field(2, b"\xff"))
+        wire = build_request(PROMPT, max_tokens=4).SerializeToString() + stop
+        with self.subTest("stop string", rpc="Complete"):
+            self.check_message(self.assertRpcError(INVALID, complete, wire, timeout=30), ("stop",))
         # The hand-built encoding itself is right: the same bytes with valid text work.
         r = complete(raw_string_field(2, PROMPT.encode()) + rest, timeout=30)
+        self.assertEqual(r.usage.completion_tokens, 4)
+        r = complete(build_request(PROMPT, max_tokens=4).SerializeToString()
+                     + raw_string_field(5, raw_string_field(2, b"zzz")), timeout=30)
         self.assertEqual(r.usage.completion_tokens, 4)
 
     def test_other_methods(self):
@@ -106,9 +119,23 @@ class BadInputTest(ServerTestCase):
         self.assertEqual(r.model_id, self.model.id)
 
     def test_still_serves_after_abuse(self):
-        self.test_bad_requests_are_invalid_argument()
+        # Every bad request again, outcomes ignored (the tests above judge them), then a
+        # normal one.
+        complete = raw_unary(self.client, "/pagoda.v1.Generation/Complete", pb.GenerateResponse)
+        for _, kw, _ in self.cases():
+            for rpc in (self.client.complete, lambda **k: list(self.client.generate(**k))):
+                try:
+                    rpc(request=build_request(**kw))
+                except grpc.RpcError:
+                    pass
+        try:
+            complete(raw_string_field(2, b"\xff\xfe") + build_request(max_tokens=4)
+                     .SerializeToString(), timeout=30)
+        except grpc.RpcError:
+            pass
         r = self.client.complete(PROMPT, max_tokens=20, temperature=0)
         self.assertTrue(r.text.startswith(", there was a little girl named Lily"), r.text)
+        self.assertIdle()
 
 
 if __name__ == "__main__":

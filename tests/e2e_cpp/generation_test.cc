@@ -111,7 +111,9 @@ TEST_F(GenerationTest, GreedyMatchesTheLlama2cReference) {
     const bool stopped_on_bos = !c.generated_ids.empty() && c.generated_ids.back() == 1;
     EXPECT_EQ(result.finish_reason, stopped_on_bos ? FinishReason::kStop : FinishReason::kLength)
         << client::finish_reason_name(result.finish_reason);
-    if (!c.prompt.empty()) EXPECT_EQ(c.prompt + result.text, c.text) << c.prompt;
+    if (!c.prompt.empty()) {
+      EXPECT_EQ(c.prompt + result.text, c.text) << c.prompt;
+    }
   }
 }
 
@@ -137,7 +139,9 @@ TEST_F(GenerationTest, UsageAddsUp) {
   EXPECT_GE(result.usage.completion_tokens, 1);
   EXPECT_LE(result.usage.completion_tokens, 50);
   EXPECT_LE(result.usage.cached_tokens, result.usage.prompt_tokens);
-  if (result.finish_reason == FinishReason::kLength) EXPECT_EQ(result.usage.completion_tokens, 50);
+  if (result.finish_reason == FinishReason::kLength) {
+    EXPECT_EQ(result.usage.completion_tokens, 50);
+  }
 
   // Without BOS the prompt is one token shorter.
   options.add_bos = false;

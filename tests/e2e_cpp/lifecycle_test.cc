@@ -193,7 +193,9 @@ TEST(DrainTest, SigtermTurnsNotServingFinishesInFlightAndExitsZero) {
       milliseconds(10000));
   EXPECT_TRUE(not_serving) << "readiness after SIGTERM: " << last.to_string();
   auto liveness = c->healthy(client::kLivenessService);
-  if (not_serving) EXPECT_TRUE(liveness.ok()) << "liveness while draining: " << liveness.status().to_string();
+  if (not_serving) {
+    EXPECT_TRUE(liveness.ok()) << "liveness while draining: " << liveness.status().to_string();
+  }
 
   GenerateOptions late;
   late.text = "Too late";

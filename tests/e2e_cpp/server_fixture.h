@@ -41,7 +41,9 @@ class ServerSuiteBase : public ::testing::Test {
     if (server_ && server_->running()) {
       auto code = server_->stop();
       EXPECT_TRUE(code.ok()) << code.status().to_string();
-      if (code.ok()) EXPECT_EQ(*code, 0) << "pagoda serve exit code after SIGTERM";
+      if (code.ok()) {
+        EXPECT_EQ(*code, 0) << "pagoda serve exit code after SIGTERM";
+      }
     }
     server_.reset();
   }

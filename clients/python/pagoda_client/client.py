@@ -14,6 +14,15 @@ READINESS_SERVICE = "pagoda.v1.Generation"
 
 _UNSET = object()
 
+
+def _text_value(message_class, field, text):
+    """`text` as the field wants it: a str for a `string` field, UTF-8 bytes if the .proto
+    declares it `bytes` (wire-compatible; lets a server validate UTF-8 itself)."""
+    fd = message_class.DESCRIPTOR.fields_by_name[field]
+    if fd.type == fd.TYPE_BYTES and isinstance(text, str):
+        return text.encode("utf-8")
+    return text
+
 # generate()/complete() keyword arguments, by the message they land in.
 _SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
                     "presence_penalty", "frequency_penalty", "seed")
@@ -36,7 +45,7 @@ def build_request(prompt=None, *, token_ids=None, **params):
         raise ValueError("give prompt or token_ids, not both")
     req = pb.GenerateRequest()
     if prompt is not None:
-        req.text = prompt
+        req.text = _text_value(pb.GenerateRequest, "text", prompt)
     elif token_ids is not None:
         req.token_ids.SetInParent()  # an empty list is still "token_ids input"
         req.token_ids.ids.extend(token_ids)
@@ -112,7 +121,7 @@ class Client:
 
     def tokenize(self, text, *, add_bos=None, model="", timeout=_UNSET):
         """TokenizeResponse: token_ids and pieces."""
-        req = pb.TokenizeRequest(model=model, text=text)
+        req = pb.TokenizeRequest(model=model, text=_text_value(pb.TokenizeRequest, "text", text))
         if add_bos is not None:
             req.add_bos = add_bos
         return self.stub.Tokenize(req, timeout=self._timeout(timeout))
