@@ -134,6 +134,10 @@ StatusOr<RequestHandle> Engine::submit(Request r) {
                                      " tokens leave no room in the context of " +
                                      std::to_string(sched_config_.max_model_len));
   PAGODA_RETURN_IF_ERROR(r.params.validate());
+  for (int id : r.params.stop_token_ids)
+    if (id >= mc.vocab_size)
+      return field_error("stop_token_ids", "id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                               std::to_string(mc.vocab_size) + ")");
   if (prompt_len + static_cast<int64_t>(r.params.max_tokens) > sched_config_.max_model_len)
     return field_error("max_tokens", std::to_string(r.params.max_tokens) + " with a prompt of " +
                                          std::to_string(prompt_len) +

@@ -53,7 +53,8 @@ double seconds(EngineClock::time_point a, EngineClock::time_point b) {
 
 // Sampling and stop fields of the wire request → engine params. Range checks that the engine
 // also makes are left to it (one source of truth); wire-only fields are checked here.
-grpc::Status fill_params(const v1::GenerateRequest& req, int prompt_len, int context, Request* r) {
+grpc::Status fill_params(const v1::GenerateRequest& req, int prompt_len, int context, int vocab,
+                         Request* r) {
   SamplingParams& p = r->params;
   const v1::SamplingParams& s = req.sampling();
   if (s.has_temperature()) p.temperature = s.temperature();
@@ -77,7 +78,12 @@ grpc::Status fill_params(const v1::GenerateRequest& req, int prompt_len, int con
     p.max_tokens = std::max(1, context - prompt_len);  // as much as fits
   }
   for (const std::string& stop : st.stop()) r->stop_strings.push_back(stop);
-  for (uint32_t id : st.stop_token_ids()) p.stop_token_ids.push_back(static_cast<int>(id));
+  for (uint32_t id : st.stop_token_ids()) {
+    if (id >= static_cast<uint32_t>(vocab))
+      return invalid("stop.stop_token_ids", "id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                                std::to_string(vocab) + ")");
+    p.stop_token_ids.push_back(static_cast<int>(id));
+  }
   p.ignore_eos = st.ignore_eos();
   p.logprobs = static_cast<int>(std::min<uint32_t>(req.logprobs(), 1u << 20));  // range: engine
   if (req.priority() < -1000 || req.priority() > 1000)
@@ -130,9 +136,11 @@ grpc::Status GenerationService::run(
   const int prompt_len = static_cast<int>(r.prompt_ids.size());
   const int context = state_->identity().context_length;
   if (prompt_len >= context)
-    return invalid("text", "the prompt has " + std::to_string(prompt_len) + " tokens; the context holds " +
+    return invalid(req.input_case() == v1::GenerateRequest::kText ? "text" : "token_ids",
+                   "the prompt has " + std::to_string(prompt_len) + " tokens; the context holds " +
                                std::to_string(context) + " (prompt + completion)");
-  if (grpc::Status s = fill_params(req, prompt_len, context, &r); !s.ok()) return s;
+  if (grpc::Status s = fill_params(req, prompt_len, context, state_->identity().vocab_size, &r); !s.ok())
+    return s;
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
     const auto left = ctx->deadline() - std::chrono::system_clock::now();
     r.deadline = EngineClock::now() + std::chrono::duration_cast<EngineClock::duration>(left);

@@ -96,8 +96,7 @@ StatusOr<GenerateResult> Client::complete(const GenerateOptions& options) {
 }
 
 Status Client::generate(const GenerateOptions& options,
-                        const std::function<bool(const Chunk&)>& on_chunk,
-                        GenerateResult* final) {
+                        const std::function<bool(const Chunk&)>& on_chunk, GenerateResult* final) {
   GenerateResult local;
   GenerateResult* result = final != nullptr ? final : &local;
   *result = GenerateResult();
@@ -110,7 +109,9 @@ Status Client::generate(const GenerateOptions& options,
   bool cancelled = false;
   while (reader->Read(&response)) {
     internal::append(response, result);
-    if (on_chunk && !on_chunk(internal::to_chunk(response))) {
+    // false on the final message cancels nothing: the request is complete.
+    if (on_chunk && !on_chunk(internal::to_chunk(response)) &&
+        response.finish_reason() == pagoda::v1::FINISH_REASON_UNSPECIFIED) {
       cancelled = true;
       ctx.TryCancel();
       break;

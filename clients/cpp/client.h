@@ -50,7 +50,7 @@ struct ClientOptions {
   // does not. Zero: connect lazily on the first call (connect() never fails for a dead server).
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds default_deadline{0};  // zero: no deadline
-  Metadata metadata;                               // sent with every call
+  Metadata metadata;                              // sent with every call
   int max_receive_message_bytes = 64 << 20;
 };
 
@@ -69,8 +69,8 @@ const char* finish_reason_name(FinishReason reason);
 
 // One request. Unset optionals take the server's defaults (documented in generation.proto).
 struct GenerateOptions {
-  std::string model;                         // empty: the served model
-  std::string text;                          // the input, unless token_ids is set
+  std::string model;                          // empty: the served model
+  std::string text;                           // the input, unless token_ids is set
   std::optional<std::vector<int>> token_ids;  // token-id input; no BOS is added
   std::optional<bool> add_bos;                // text input only; server default true
 
@@ -126,10 +126,10 @@ struct TokenLogprob {
 // One streamed message, as received.
 struct Chunk {
   std::string request_id;
-  std::string text;                     // the text delta
-  std::vector<int> token_ids;           // when return_token_ids
-  std::vector<TokenLogprob> logprobs;   // when logprobs were requested
-  Usage usage;                          // so far
+  std::string text;                                         // the text delta
+  std::vector<int> token_ids;                               // when return_token_ids
+  std::vector<TokenLogprob> logprobs;                       // when logprobs were requested
+  Usage usage;                                              // so far
   FinishReason finish_reason = FinishReason::kUnspecified;  // set on the last chunk only
   bool is_final() const { return finish_reason != FinishReason::kUnspecified; }
 };
@@ -187,12 +187,13 @@ class Client {
   // Unary Complete: the whole text in one answer.
   StatusOr<GenerateResult> complete(const GenerateOptions& options);
 
-  // Streaming Generate. on_chunk runs on the calling thread for every message received, the
-  // final one included; returning false cancels the request (the server aborts it) and
-  // generate() returns CANCELLED. `final` (may be null) receives everything put together, also
-  // when the call fails part-way (then with what arrived before the failure).
-  Status generate(const GenerateOptions& options,
-                  const std::function<bool(const Chunk&)>& on_chunk, GenerateResult* final);
+  // Streaming Generate. on_chunk (may be empty) runs on the calling thread for every message
+  // received, the final one included; returning false cancels the request (the server aborts it)
+  // and generate() returns CANCELLED (on the final message it changes nothing). `final` (may be
+  // null) receives everything put together, also when the call fails part-way (then with what
+  // arrived before the failure).
+  Status generate(const GenerateOptions& options, const std::function<bool(const Chunk&)>& on_chunk,
+                  GenerateResult* final);
 
   StatusOr<std::vector<int>> tokenize(const std::string& text, bool add_bos = true,
                                       const CallOptions& call = {});

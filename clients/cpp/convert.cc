@@ -167,7 +167,7 @@ ServerInfo from_proto(const pagoda::v1::ServerInfo& s) {
 std::string encode_health_request(std::string_view service) {
   std::string out;
   if (service.empty()) return out;  // proto3 leaves a default string off the wire
-  out.push_back(0x0a);               // field 1, wire type 2 (length-delimited)
+  out.push_back(0x0a);              // field 1, wire type 2 (length-delimited)
   put_varint(service.size(), &out);
   out.append(service);
   return out;

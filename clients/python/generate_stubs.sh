@@ -20,6 +20,12 @@ protos=(
   "$here/protos/grpc_reflection/v1alpha/reflection.proto"
 )
 
+# One generator at a time (ctest may start several test processes at once).
+if command -v flock >/dev/null; then
+  exec 9>"$pkg/._gen.lock"
+  flock 9
+fi
+
 if [ "${1:-}" = "--if-needed" ] && [ -f "$out/.stamp" ]; then
   stale=0
   for p in "${protos[@]}" "$0"; do [ "$p" -nt "$out/.stamp" ] && stale=1; done
@@ -48,7 +54,7 @@ touch "$tmp/.stamp"
 
 # Swap the new tree in whole, so a concurrent reader never sees half of it.
 old="$pkg/._gen.old.$$"
-[ -d "$out" ] && mv "$out" "$old"
-mv "$tmp" "$out"
+if [ -d "$out" ]; then mv -T "$out" "$old"; fi
+mv -T "$tmp" "$out"
 rm -rf "$old"
 trap - EXIT

@@ -29,10 +29,13 @@ grpc::Status deserialize_or_name_field(grpc::ByteBuffer* buffer, Message* msg) {
   }
   grpc::Status s = grpc::GenericDeserialize<grpc::ProtoBufferReader, Message>(buffer, msg);
   if (s.ok()) return s;
-  const std::string field = find_invalid_utf8_field(wire, Message::descriptor());
+  // The generated unary handlers deserialize through MessageLite: find the full message type.
+  const auto* full = dynamic_cast<const google::protobuf::Message*>(msg);
+  if (full == nullptr) return s;
+  const std::string field = find_invalid_utf8_field(wire, full->GetDescriptor());
   if (!field.empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, field + ": is not valid UTF-8");
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                      "request: not a valid " + Message::descriptor()->full_name());
+                      "request: not a valid " + full->GetDescriptor()->full_name());
 }
 
 }  // namespace pagoda::proto_util
@@ -49,5 +52,10 @@ grpc::Status deserialize_or_name_field(grpc::ByteBuffer* buffer, Message* msg) {
     }                                                                                         \
   };
 
+// Server-streaming handlers deserialize the concrete request type; the generated unary handlers
+// deserialize through MessageLite (and so does every other service in the process: for them
+// this only turns a failed parse from INTERNAL into INVALID_ARGUMENT; valid messages take the
+// same path as before).
 PAGODA_UTF8_CHECKED_REQUEST(pagoda::v1::GenerateRequest)
 PAGODA_UTF8_CHECKED_REQUEST(pagoda::v1::TokenizeRequest)
+PAGODA_UTF8_CHECKED_REQUEST(grpc::protobuf::MessageLite)

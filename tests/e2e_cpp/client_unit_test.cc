@@ -81,7 +81,9 @@ TEST(Convert, RequestCarriesEveryField) {
 
 TEST(Convert, HealthMessages) {
   EXPECT_EQ(internal::encode_health_request(""), "");
-  EXPECT_EQ(internal::encode_health_request("ab"), std::string("\x0a\x02" "ab", 4));
+  EXPECT_EQ(internal::encode_health_request("ab"), std::string("\x0a\x02"
+                                                               "ab",
+                                                               4));
   EXPECT_EQ(*internal::decode_health_response(""), 0);
   EXPECT_EQ(*internal::decode_health_response(std::string("\x08\x01", 2)), 1);
   EXPECT_EQ(*internal::decode_health_response(std::string("\x08\x02", 2)), 2);
@@ -108,7 +110,7 @@ class FakeGeneration final : public pagoda::v1::Generation::Service {
       }
       pagoda::v1::GenerateResponse r;
       r.set_request_id(auth);
-      r.set_text("t" + std::to_string(i));
+      r.set_text(std::to_string(i).insert(0, 1, 't'));
       r.add_token_ids(10 + i);
       r.mutable_usage()->set_completion_tokens(i + 1);
       writer->Write(r);
@@ -216,7 +218,8 @@ TEST_F(FakeServerTest, CallbackCancelAndDeadlineReachTheServer) {
   o.text = "block";
   int seen = 0;
   GenerateResult result;
-  Status status = client_->generate(o, [&](const Chunk&) { return ++seen < 5; }, &result);
+  Status status = client_->generate(
+      o, [&](const Chunk&) { return ++seen < 5; }, &result);
   EXPECT_EQ(status.code(), StatusCode::kCancelled) << status.to_string();
   EXPECT_EQ(seen, 5);
   EXPECT_EQ(result.finish_reason, FinishReason::kCancelled);

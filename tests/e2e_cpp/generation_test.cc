@@ -1,6 +1,7 @@
 // The Generation API through the C++ client against a real `pagoda serve` with the bundled
 // stories260K: unary vs streaming, the llama2.c greedy reference, usage accounting,
 // tokenization, model info and bad input.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -18,6 +19,7 @@ using client::FinishReason;
 using client::GenerateOptions;
 using client::GenerateResult;
 using client::RpcCode;
+using ::testing::HasSubstr;
 
 struct ReferenceCase {
   std::string prompt, text;
@@ -151,7 +153,7 @@ TEST_F(GenerationTest, UsageAddsUp) {
 
 TEST_F(GenerationTest, TokenizeDetokenizeRoundTrip) {
   for (const std::string text :
-       {"Once upon a time", "Lily and Ben went to the park.", "a\nb  c", "\"Hi!\" she said."}) {
+       {"Once upon a time", "Lily and Ben went to the park.", "a\nb c", "\"Hi!\" she said."}) {
     auto with_bos = client().tokenize(text, true);
     ASSERT_TRUE(with_bos.ok()) << with_bos.status().to_string();
     auto ids = client().tokenize(text, false);
@@ -168,6 +170,19 @@ TEST_F(GenerationTest, TokenizeDetokenizeRoundTrip) {
   auto ids = client().tokenize(reference[0].prompt, true);
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(*ids, reference[0].prompt_ids) << "sentencepiece ids as llama2.c has them";
+}
+
+TEST_F(GenerationTest, TokenizeBadInputIsInvalidArgument) {
+  auto bad_utf8 = client().tokenize("abc\xff", true);
+  ASSERT_FALSE(bad_utf8.ok());
+  EXPECT_EQ(client::rpc_code(bad_utf8.status()), RpcCode::kInvalidArgument)
+      << bad_utf8.status().to_string();
+  EXPECT_THAT(bad_utf8.status().message(), HasSubstr("text"));
+  auto out_of_vocab = client().detokenize({1, 512});
+  ASSERT_FALSE(out_of_vocab.ok());
+  EXPECT_EQ(client::rpc_code(out_of_vocab.status()), RpcCode::kInvalidArgument)
+      << out_of_vocab.status().to_string();
+  EXPECT_THAT(out_of_vocab.status().message(), HasSubstr("token_ids"));
 }
 
 TEST_F(GenerationTest, ModelInfoIsSane) {
@@ -219,6 +234,12 @@ TEST_F(GenerationTest, BadInputIsInvalidArgumentNamingTheField) {
   add("max_tokens 0", "max_tokens", [](GenerateOptions& o) { o.max_tokens = 0; });
   add("logprobs 21", "logprobs", [](GenerateOptions& o) { o.logprobs = 21; });
   add("invalid UTF-8", "text", [](GenerateOptions& o) { o.text = "abc\xff\xfe"; });
+  add("prompt ids beyond the context", "token_ids",
+      [](GenerateOptions& o) { o.token_ids = std::vector<int>(600, 5); });
+  add("prompt text beyond the context", "text", [](GenerateOptions& o) {
+    o.text.clear();
+    for (int i = 0; i < 300; ++i) o.text += "Once upon a time ";
+  });
 
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -226,17 +247,18 @@ TEST_F(GenerationTest, BadInputIsInvalidArgumentNamingTheField) {
     ASSERT_FALSE(unary.ok());
     EXPECT_EQ(unary.status().code(), StatusCode::kInvalidArgument) << unary.status().to_string();
     EXPECT_EQ(client::rpc_code(unary.status()), RpcCode::kInvalidArgument);
-    EXPECT_NE(unary.status().message().find(c.field), std::string::npos)
-        << "message should name '" << c.field << "': " << unary.status().message();
+    EXPECT_THAT(unary.status().message(), HasSubstr(c.field));
 
     int chunks = 0;
-    const Status streamed = client().generate(c.options, [&](const Chunk&) {
-      ++chunks;
-      return true;
-    },
-                                              nullptr);
+    const Status streamed = client().generate(
+        c.options,
+        [&](const Chunk&) {
+          ++chunks;
+          return true;
+        },
+        nullptr);
     EXPECT_EQ(streamed.code(), StatusCode::kInvalidArgument) << streamed.to_string();
-    EXPECT_NE(streamed.message().find(c.field), std::string::npos) << streamed.message();
+    EXPECT_THAT(streamed.message(), HasSubstr(c.field));
     EXPECT_EQ(chunks, 0);
   }
   // Still serving.
@@ -256,8 +278,7 @@ TEST_F(GenerationTest, HealthServingForLivenessAndReadiness) {
   EXPECT_TRUE(*ready);
   auto unknown = client().healthy("no.such.Service");
   ASSERT_FALSE(unknown.ok());
-  EXPECT_EQ(client::rpc_code(unknown.status()), RpcCode::kNotFound)
-      << unknown.status().to_string();
+  EXPECT_EQ(client::rpc_code(unknown.status()), RpcCode::kNotFound) << unknown.status().to_string();
 }
 
 }  // namespace

@@ -3,14 +3,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-
-extern char** environ;
 
 namespace pagoda::e2e {
 namespace {
@@ -59,9 +57,8 @@ Status wait_until_idle(client::Client& client, std::chrono::milliseconds timeout
       },
       timeout);
   if (idle) return OkStatus();
-  return Internal("server not idle after " + std::to_string(timeout.count()) +
-                  " ms: running=" + std::to_string(last.running) +
-                  " waiting=" + std::to_string(last.waiting) +
+  return Internal("server not idle after " + std::to_string(timeout.count()) + " ms: running=" +
+                  std::to_string(last.running) + " waiting=" + std::to_string(last.waiting) +
                   " kv_blocks_in_use=" + std::to_string(last.kv_blocks_in_use) +
                   (last_error.ok() ? "" : " last error: " + last_error.to_string()));
 }
@@ -80,8 +77,8 @@ ServerProcess::~ServerProcess() {
 Status ServerProcess::start(const std::vector<std::string>& extra_args,
                             std::chrono::seconds timeout) {
   if (pid_ > 0) return FailedPrecondition("server already started");
-  std::vector<std::string> args = {pagoda_binary(), "serve",  "--model", bundled_model_dir(),
-                                   "--port",        "0"};
+  std::vector<std::string> args = {pagoda_binary(),     "serve",  "--model",
+                                   bundled_model_dir(), "--port", "0"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -89,16 +86,24 @@ Status ServerProcess::start(const std::vector<std::string>& extra_args,
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return Internal(std::string("pipe2: ") + strerror(errno));
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);  // dup2 clears CLOEXEC
-  const int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
+  // fork + exec rather than posix_spawn, for PR_SET_PDEATHSIG: a test binary that crashes
+  // takes its server with it. (The signal follows the forking thread: servers are started
+  // from the test's main thread.) Only async-signal-safe calls in the child.
+  const pid_t parent = ::getpid();
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    ::dup2(fds[1], STDOUT_FILENO);  // the copy does not inherit O_CLOEXEC
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  const int fork_errno = errno;
   ::close(fds[1]);
   stdout_fd_ = fds[0];
-  if (rc != 0) {
+  if (pid_ < 0) {
     pid_ = -1;
-    return Internal("posix_spawn " + args[0] + ": " + strerror(rc));
+    return Internal("fork: " + std::string(strerror(fork_errno)));
   }
 
   // The listening line, bounded by the deadline; EOF means the server died.
@@ -146,8 +151,8 @@ Status ServerProcess::start(const std::vector<std::string>& extra_args,
         client::CallOptions call;
         call.deadline = std::chrono::milliseconds(1000);
         auto serving = client->healthy(client::kReadinessService, call);
-        last = serving.ok() ? (*serving ? OkStatus() : Unavailable("NOT_SERVING"))
-                            : serving.status();
+        last =
+            serving.ok() ? (*serving ? OkStatus() : Unavailable("NOT_SERVING")) : serving.status();
         return last.ok();
       },
       std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
@@ -171,8 +176,7 @@ std::string ServerProcess::output() const {
   return stdout_text_;
 }
 
-std::unique_ptr<client::Client> ServerProcess::connect(
-    const client::ClientOptions& options) const {
+std::unique_ptr<client::Client> ServerProcess::connect(const client::ClientOptions& options) const {
   auto client = client::Client::connect(address_, options);
   if (!client.ok()) return nullptr;
   return std::move(client).value();

@@ -9,12 +9,28 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "clients/cpp/client.h"
 #include "core/status.h"
+
+// Readable gtest failure messages for the enums tests compare.
+namespace pagoda {
+inline void PrintTo(StatusCode code, std::ostream* os) {
+  *os << status_code_name(code);
+}
+}  // namespace pagoda
+namespace pagoda::client {
+inline void PrintTo(RpcCode code, std::ostream* os) {
+  *os << rpc_code_name(code);
+}
+inline void PrintTo(FinishReason reason, std::ostream* os) {
+  *os << finish_reason_name(reason);
+}
+}  // namespace pagoda::client
 
 namespace pagoda::e2e {
 

@@ -73,9 +73,10 @@ class FakeGeneration(pb_grpc.GenerationServicer):
 
     def Complete(self, request, context):
         chunks = list(self.Generate(request, context))
-        final = chunks[-1]
+        final = pb.GenerateResponse()
+        final.CopyFrom(chunks[-1])
         final.text = "".join(c.text for c in chunks)
-        final.token_ids.extend(i for c in chunks for i in c.token_ids)
+        final.token_ids.extend([i for c in chunks for i in c.token_ids])
         return final
 
     def Tokenize(self, request, context):
