@@ -145,8 +145,11 @@ class PagodaServer:
 
     def stderr_text(self):
         self._log.flush()
-        with open(self._log.name, errors="replace") as f:
-            return f.read()
+        try:
+            with open(self._log.name, errors="replace") as f:
+                return f.read()
+        except OSError as e:
+            return f"(the server's log is gone: {e})"
 
     def describe(self, tail=3000):
         err = self.stderr_text()

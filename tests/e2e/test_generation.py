@@ -8,7 +8,7 @@ import sys
 import threading
 import unittest
 
-from e2e_support import REFERENCE, ROOT, ServerTestCase, finish_name, grpc, poll_until
+from e2e_support import REFERENCE, ROOT, ServerTestCase, finish_name, grpc
 
 PROMPT = "Once upon a time"
 PROMPT_IDS = [1, 403, 407, 261, 378]
