@@ -14,6 +14,7 @@
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
 #include "server/generation_service.h"
+#include "server/stall_detector.h"
 
 namespace pagoda {
 
@@ -147,23 +148,18 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   // Watchdog: readiness goes NOT_SERVING when work is pending and no step ran for a while.
   std::atomic<bool> stop_watchdog{false};
   std::thread watchdog([&] {
-    int64_t last_steps = -1;
-    auto last_progress = std::chrono::steady_clock::now();
+    StallDetector detector(std::chrono::duration<double>(config.stall_timeout_seconds));
     bool stalled = false;
     while (!stop_watchdog.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       const EngineStats s = serving->engine->stats();
-      const auto now = std::chrono::steady_clock::now();
-      if (s.steps != last_steps || (s.running == 0 && s.waiting == 0)) {
-        last_steps = s.steps;
-        last_progress = now;
-      }
-      const bool stall = std::chrono::duration<double>(now - last_progress).count() >
-                         config.stall_timeout_seconds;
+      const bool stall =
+          detector.observe(s.steps, s.running + s.waiting > 0, std::chrono::steady_clock::now());
       if (stall != stalled && !state.draining()) {
         stalled = stall;
         health->SetServingStatus(kReadiness, !stall);
-        if (stall) std::fprintf(stderr, "pagoda serve: engine stalled: readiness NOT_SERVING\n");
+        std::fprintf(stderr, "pagoda serve: engine %s: readiness %s\n", stall ? "stalled" : "progressing",
+                     stall ? "NOT_SERVING" : "SERVING");
       }
     }
   });
