@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bench/bench_modes.h"
+#include "bench/synthetic_rig.h"
 #include "core/flags.h"
 #include "core/thread_pool.h"
 #include "kernels/backend_factory.h"
@@ -67,25 +68,19 @@ Status run_model_bench(const std::vector<std::string>& args) {
   PAGODA_ASSIGN_OR_RETURN(
       Flags flags,
       Flags::parse(args, {"shape", "dtype", "threads", "prompt-len", "decode-tokens", "device"}));
-  const std::string shape = flags.get_string("shape", "tinyllama-1.1b");
-  DType dtype;
-  if (!parse_dtype(flags.get_string("dtype", "bf16"), &dtype) || dtype == DType::kI32)
-    return InvalidArgument("--dtype must be f32, f16 or bf16");
-  PAGODA_ASSIGN_OR_RETURN(int64_t threads, flags.get_int("threads", 2, 1, 1024));
   PAGODA_ASSIGN_OR_RETURN(int64_t prompt_len, flags.get_int("prompt-len", 512, 1, 1 << 16));
   PAGODA_ASSIGN_OR_RETURN(int64_t decode_tokens, flags.get_int("decode-tokens", 32, 1, 1 << 16));
-  ThreadPool::set_default_threads(static_cast<int>(threads));
-
-  PAGODA_ASSIGN_OR_RETURN(ModelConfig config, synthetic_config(shape));
-  if (prompt_len + decode_tokens > config.max_position_embeddings)
-    return InvalidArgument("--prompt-len + --decode-tokens exceed the model's context");
-  std::fprintf(stderr, "building synthetic %s (%s)...\n", shape.c_str(), dtype_name(dtype));
-  PAGODA_ASSIGN_OR_RETURN(LoadedModel loaded, make_synthetic_model(config, dtype, 42));
   PAGODA_ASSIGN_OR_RETURN(
-      std::unique_ptr<Backend> backend,
-      make_backend(flags.get_string("device", "cpu"), static_cast<int>(threads)));
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
-                          LlamaModel::create(loaded, backend.get()));
+      std::unique_ptr<SyntheticRig> rig,
+      build_synthetic_rig(flags, "tinyllama-1.1b", "bf16", prompt_len + decode_tokens,
+                          "--prompt-len + --decode-tokens"));
+  const std::string& shape = rig->shape;
+  const DType dtype = rig->dtype;
+  const int64_t threads = rig->threads;
+  const LoadedModel& loaded = rig->loaded;
+  const ModelConfig& config = loaded.config;
+  Backend* backend = rig->backend.get();
+  LlamaModel* model = rig->model.get();
 
   const double bandwidth = measure_read_bandwidth_gbs(static_cast<int>(threads), size_t{512} << 20);
   const double bytes = weight_bytes_per_token(loaded);
@@ -93,8 +88,8 @@ Status run_model_bench(const std::vector<std::string>& args) {
   const int block_size = 16;
   const int total = static_cast<int>(prompt_len + decode_tokens);
   const int blocks = (total + block_size - 1) / block_size;
-  PAGODA_ASSIGN_OR_RETURN(
-      KvCache cache, KvCache::create(backend.get(), model->kv_cache_shape(blocks, block_size)));
+  PAGODA_ASSIGN_OR_RETURN(KvCache cache,
+                          KvCache::create(backend, model->kv_cache_shape(blocks, block_size)));
   std::vector<int32_t> prompt(prompt_len);
   for (int i = 0; i < prompt_len; ++i) prompt[i] = (i * 7919 + 11) % config.vocab_size;
   std::vector<float> logits;

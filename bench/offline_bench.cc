@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "bench/bench_modes.h"
+#include "bench/synthetic_rig.h"
 #include "core/flags.h"
 #include "core/thread_pool.h"
 #include "engine/engine.h"
@@ -61,30 +62,19 @@ Status run_offline_bench(const std::vector<std::string>& args) {
       Flags flags,
       Flags::parse(args, {"shape", "dtype", "threads", "num-requests", "input-len", "output-len",
                           "max-num-seqs", "max-batched-tokens", "kv-cache-mb", "device"}));
-  const std::string shape = flags.get_string("shape", "stories260K");
-  DType dtype;
-  if (!parse_dtype(flags.get_string("dtype", "f32"), &dtype) || dtype == DType::kI32)
-    return InvalidArgument("--dtype must be f32, f16 or bf16");
-  PAGODA_ASSIGN_OR_RETURN(int64_t threads, flags.get_int("threads", 2, 1, 1024));
   PAGODA_ASSIGN_OR_RETURN(int64_t n, flags.get_int("num-requests", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t in_len, flags.get_int("input-len", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t out_len, flags.get_int("output-len", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t max_seqs, flags.get_int("max-num-seqs", 256, 1, 1 << 16));
   PAGODA_ASSIGN_OR_RETURN(int64_t budget, flags.get_int("max-batched-tokens", 2048, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t kv_mb, flags.get_int("kv-cache-mb", 512, 1, 1 << 20));
-  ThreadPool::set_default_threads(static_cast<int>(threads));
-
-  PAGODA_ASSIGN_OR_RETURN(ModelConfig config, synthetic_config(shape));
-  if (in_len + out_len > config.max_position_embeddings)
-    return InvalidArgument("--input-len + --output-len exceed the model's context of " +
-                           std::to_string(config.max_position_embeddings));
-  std::fprintf(stderr, "building synthetic %s (%s)...\n", shape.c_str(), dtype_name(dtype));
-  PAGODA_ASSIGN_OR_RETURN(LoadedModel loaded, make_synthetic_model(config, dtype, 42));
-  PAGODA_ASSIGN_OR_RETURN(
-      std::unique_ptr<Backend> backend,
-      make_backend(flags.get_string("device", "cpu"), static_cast<int>(threads)));
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
-                          LlamaModel::create(loaded, backend.get()));
+  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticRig> rig,
+                          build_synthetic_rig(flags, "stories260K", "f32", in_len + out_len,
+                                              "--input-len + --output-len"));
+  LlamaModel* model = rig->model.get();
+  const std::string& shape = rig->shape;
+  const DType dtype = rig->dtype;
+  Backend* backend = rig->backend.get();
 
   EngineConfig ec;
   ec.max_num_seqs = static_cast<int>(max_seqs);
@@ -93,12 +83,11 @@ Status run_offline_bench(const std::vector<std::string>& args) {
   ec.max_model_len = static_cast<int>(in_len + out_len);
   ec.enable_prefix_caching = false;  // distinct prompts; keep the comparison about batching
 
-  PAGODA_ASSIGN_OR_RETURN(
-      RunResult single,
-      run_requests(model.get(), ec, 1, static_cast<int>(in_len), static_cast<int>(out_len)));
-  PAGODA_ASSIGN_OR_RETURN(
-      RunResult batch, run_requests(model.get(), ec, static_cast<int>(n), static_cast<int>(in_len),
-                                    static_cast<int>(out_len)));
+  PAGODA_ASSIGN_OR_RETURN(RunResult single, run_requests(model, ec, 1, static_cast<int>(in_len),
+                                                         static_cast<int>(out_len)));
+  PAGODA_ASSIGN_OR_RETURN(RunResult batch,
+                          run_requests(model, ec, static_cast<int>(n), static_cast<int>(in_len),
+                                       static_cast<int>(out_len)));
   const double single_tps = single.output_tokens / single.seconds;
   const double batch_tps = batch.output_tokens / batch.seconds;
   std::printf(

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "bench/bench_modes.h"
+#include "bench/synthetic_rig.h"
 #include "core/flags.h"
 #include "core/thread_pool.h"
 #include "kernels/backend_factory.h"
@@ -32,23 +33,22 @@ std::vector<int> prompt_for(int i, int len, int vocab) {
 }  // namespace
 
 Status run_serve_overhead_bench(const std::vector<std::string>& args) {
-  PAGODA_ASSIGN_OR_RETURN(Flags flags, Flags::parse(args, {"shape", "threads", "num-requests", "input-len",
-                                                           "output-len", "rounds"}));
-  const std::string shape = flags.get_string("shape", "stories260K");
-  PAGODA_ASSIGN_OR_RETURN(int64_t threads, flags.get_int("threads", 2, 1, 1024));
+  PAGODA_ASSIGN_OR_RETURN(Flags flags, Flags::parse(args, {"shape", "dtype", "threads", "device", "num-requests",
+                                                           "input-len", "output-len", "rounds"}));
   PAGODA_ASSIGN_OR_RETURN(int64_t n, flags.get_int("num-requests", 64, 1, 4096));
   PAGODA_ASSIGN_OR_RETURN(int64_t in_len, flags.get_int("input-len", 64, 1, 1 << 16));
   PAGODA_ASSIGN_OR_RETURN(int64_t out_len, flags.get_int("output-len", 64, 1, 1 << 16));
   PAGODA_ASSIGN_OR_RETURN(int64_t rounds, flags.get_int("rounds", 3, 1, 100));
-  ThreadPool::set_default_threads(static_cast<int>(threads));
-  PAGODA_ASSIGN_OR_RETURN(ModelConfig config, synthetic_config(shape));
-  PAGODA_ASSIGN_OR_RETURN(LoadedModel loaded, make_synthetic_model(config, DType::kF32, 42));
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend("cpu", static_cast<int>(threads)));
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::create(loaded, backend.get()));
+  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticRig> rig,
+                          build_synthetic_rig(flags, "stories260K", "f32", in_len + out_len,
+                                              "--input-len + --output-len"));
+  const std::string& shape = rig->shape;
+  const ModelConfig& config = rig->loaded.config;
+  LlamaModel* model = rig->model.get();
   EngineConfig ec;
   ec.max_model_len = static_cast<int>(in_len + out_len);
   ec.enable_prefix_caching = false;
-  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(model.get(), nullptr, ec));
+  PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(model, nullptr, ec));
 
   // The in-process server, on a loopback port the OS picks.
   ServeConfig sc;

@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
+#include "tests/model/stories_fixture.h"
 #include "tokenizer/tokenizer.h"
 
 namespace pagoda {
@@ -19,23 +20,8 @@ namespace {
 
 const std::string kRoot = PAGODA_SOURCE_DIR;
 
-class EngineLogprobsTest : public ::testing::Test {
+class EngineLogprobsTest : public StoriesModelTest {
  protected:
-  static void SetUpTestSuite() {
-    auto loaded = load_model(kRoot + "/assets/models/stories260K");
-    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
-    loaded_ = new LoadedModel(std::move(loaded).value());
-    backend_ = make_backend("cpu", 2).value().release();
-    model_ = LlamaModel::create(*loaded_, backend_).value().release();
-    tokenizer_ = load_sentencepiece_tokenizer(loaded_->tokenizer_path).value().release();
-  }
-  static void TearDownTestSuite() {
-    delete tokenizer_;
-    delete model_;
-    delete backend_;
-    delete loaded_;
-  }
-
   struct Collected {
     std::vector<int> ids;
     std::vector<TokenLogprobs> logprobs;
@@ -150,17 +136,7 @@ class EngineLogprobsTest : public ::testing::Test {
     }
     return out;
   }
-
-  static LoadedModel* loaded_;
-  static Backend* backend_;
-  static LlamaModel* model_;
-  static Tokenizer* tokenizer_;
 };
-
-LoadedModel* EngineLogprobsTest::loaded_ = nullptr;
-Backend* EngineLogprobsTest::backend_ = nullptr;
-LlamaModel* EngineLogprobsTest::model_ = nullptr;
-Tokenizer* EngineLogprobsTest::tokenizer_ = nullptr;
 
 // The engine's batches differ from one whole-sequence forward (chunks, decodes, neighbours),
 // so logits may differ in the last bits.

@@ -13,29 +13,15 @@
 
 #include "engine/batch_generator.h"
 #include "kernels/backend_factory.h"
+#include "tests/model/stories_fixture.h"
 
 namespace pagoda {
 namespace {
 
 const std::string kRoot = PAGODA_SOURCE_DIR;
 
-class EngineTest : public ::testing::Test {
+class EngineTest : public StoriesModelTest {
  protected:
-  static void SetUpTestSuite() {
-    auto loaded = load_model(kRoot + "/assets/models/stories260K");
-    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
-    loaded_ = new LoadedModel(std::move(loaded).value());
-    backend_ = make_backend("cpu", 2).value().release();
-    model_ = LlamaModel::create(*loaded_, backend_).value().release();
-    tokenizer_ = load_sentencepiece_tokenizer(loaded_->tokenizer_path).value().release();
-  }
-  static void TearDownTestSuite() {
-    delete tokenizer_;
-    delete model_;
-    delete backend_;
-    delete loaded_;
-  }
-
   struct Collected {
     std::vector<int> ids;
     std::string text;
@@ -139,17 +125,7 @@ class EngineTest : public ::testing::Test {
     *preemptions = (*engine)->stats().preemptions;
     EXPECT_EQ((*engine)->stats().running, 0);
   }
-
-  static LoadedModel* loaded_;
-  static Backend* backend_;
-  static LlamaModel* model_;
-  static Tokenizer* tokenizer_;
 };
-
-LoadedModel* EngineTest::loaded_ = nullptr;
-Backend* EngineTest::backend_ = nullptr;
-LlamaModel* EngineTest::model_ = nullptr;
-Tokenizer* EngineTest::tokenizer_ = nullptr;
 
 TEST_F(EngineTest, ConcurrentRequestsMatchAloneWithPrefixCaching) {
   EngineConfig config;
