@@ -1,6 +1,8 @@
 // MappedFile (mmap), WeightStore, and load_model's dispatch between the checkpoint formats.
 #include "models/weights.h"
 
+#include "models/synthetic.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -75,6 +77,21 @@ StatusOr<TensorView> WeightStore::get(const std::string& name,
 }
 
 StatusOr<LoadedModel> load_model(const std::string& path) {
+  // "synthetic:SHAPE[:DTYPE]": random weights at a real shape, for benchmarks.
+  if (path.rfind("synthetic:", 0) == 0) {
+    std::string shape = path.substr(10), dtype_text = "bf16";
+    if (const size_t colon = shape.find(':'); colon != std::string::npos) {
+      dtype_text = shape.substr(colon + 1);
+      shape = shape.substr(0, colon);
+    }
+    DType dtype;
+    if (!parse_dtype(dtype_text, &dtype) || dtype == DType::kI32)
+      return InvalidArgument(path + ": the dtype must be f32, f16 or bf16");
+    PAGODA_ASSIGN_OR_RETURN(ModelConfig config, synthetic_config(shape));
+    PAGODA_ASSIGN_OR_RETURN(LoadedModel m, make_synthetic_model(config, dtype, 42));
+    m.source = path;
+    return m;
+  }
   if (loader_util::is_directory(path)) return load_hf_folder(path);
   if (!loader_util::is_regular_file(path)) {
     return NotFound(path + " does not exist (expected a Hugging Face folder or a .gguf file)");

@@ -71,7 +71,8 @@ struct LoadedModel {
 
 // Loads a Hugging Face folder (config.json + model.safetensors or sharded safetensors with
 // model.safetensors.index.json, tokenizer.model, generation_config.json / tokenizer_config.json
-// for special ids) or a GGUF v3 file. Every failure names the file and the problem.
+// for special ids) or a GGUF v3 file, or "synthetic:SHAPE[:DTYPE]" (random weights at a named
+// shape, models/synthetic.h). Every failure names the file and the problem.
 StatusOr<LoadedModel> load_model(const std::string& path);
 
 }  // namespace pagoda
