@@ -1,0 +1,105 @@
+#include "server/metrics/pagoda_metrics.h"
+
+namespace pagoda::metrics {
+
+// vLLM's TTFT buckets.
+const std::vector<double>& time_to_first_token_buckets() {
+  static const std::vector<double> b = {0.001, 0.005, 0.01, 0.02,  0.04,  0.06,  0.08, 0.1,
+                                        0.25,  0.5,   0.75, 1.0,   2.5,   5.0,   7.5,  10.0,
+                                        20.0,  40.0,  80.0, 160.0, 640.0, 2560.0};
+  return b;
+}
+
+// vLLM's inter-token buckets with 1, 2.5 and 5 ms in front: small models step in milliseconds.
+const std::vector<double>& inter_token_latency_buckets() {
+  static const std::vector<double> b = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
+                                        0.15,  0.2,    0.3,   0.4,  0.5,   0.75, 1.0,   2.5,
+                                        5.0,   7.5,    10.0,  20.0, 40.0,  80.0};
+  return b;
+}
+
+// vLLM's request latency buckets with 10, 50 and 100 ms in front.
+const std::vector<double>& e2e_request_latency_buckets() {
+  static const std::vector<double> b = {0.01, 0.05, 0.1,   0.3,   0.5,   0.8,   1.0,    1.5,
+                                        2.0,  2.5,  5.0,   10.0,  15.0,  20.0,  30.0,   40.0,
+                                        50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+  return b;
+}
+
+// Queue time is mostly near zero; the tail shows overload.
+const std::vector<double>& request_queue_time_buckets() {
+  static const std::vector<double> b = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,   0.25,  0.5,  1.0,
+                                        2.5,   5.0,   10.0, 30.0,  60.0, 120.0, 300.0, 600.0};
+  return b;
+}
+
+StatusOr<std::unique_ptr<PagodaMetrics>> PagodaMetrics::create(
+    Registry* registry, const std::vector<std::string>& finish_reasons) {
+  std::unique_ptr<PagodaMetrics> m(new PagodaMetrics());
+  auto gauge = [&](const char* name, const char* help, Gauge** out) -> Status {
+    PAGODA_ASSIGN_OR_RETURN(GaugeFamily * f, registry->add_gauge(name, help));
+    *out = f->with({});
+    return OkStatus();
+  };
+  auto counter = [&](const char* name, const char* help, Counter** out) -> Status {
+    PAGODA_ASSIGN_OR_RETURN(CounterFamily * f, registry->add_counter(name, help));
+    *out = f->with({});
+    return OkStatus();
+  };
+  auto histogram = [&](const char* name, const char* help, const std::vector<double>& bounds,
+                       Histogram** out) -> Status {
+    PAGODA_ASSIGN_OR_RETURN(HistogramFamily * f, registry->add_histogram(name, help, bounds));
+    *out = f->with({});
+    return OkStatus();
+  };
+
+  PAGODA_RETURN_IF_ERROR(gauge("pagoda_requests_running",
+                               "Requests in the running batch (prefilling or decoding).",
+                               &m->requests_running));
+  PAGODA_RETURN_IF_ERROR(gauge("pagoda_requests_waiting",
+                               "Requests admitted and waiting to be scheduled.",
+                               &m->requests_waiting));
+  PAGODA_RETURN_IF_ERROR(gauge("pagoda_kv_cache_usage_ratio",
+                               "Fraction of KV-cache blocks in use, 0 to 1.",
+                               &m->kv_cache_usage_ratio));
+  PAGODA_RETURN_IF_ERROR(counter("pagoda_prefix_cache_queries_total",
+                                 "Prompt tokens looked up in the prefix cache.",
+                                 &m->prefix_cache_queries));
+  PAGODA_RETURN_IF_ERROR(counter("pagoda_prefix_cache_hits_total",
+                                 "Prompt tokens found in the prefix cache.",
+                                 &m->prefix_cache_hits));
+  PAGODA_RETURN_IF_ERROR(counter("pagoda_preemptions_total",
+                                 "Requests preempted (KV blocks freed, to be recomputed).",
+                                 &m->preemptions));
+  PAGODA_ASSIGN_OR_RETURN(m->prompt_tokens_,
+                          registry->add_counter("pagoda_prompt_tokens_total",
+                                                "Prompt tokens processed, by tenant.", {"tenant"}));
+  PAGODA_ASSIGN_OR_RETURN(m->generation_tokens_,
+                          registry->add_counter("pagoda_generation_tokens_total",
+                                                "Tokens generated, by tenant.", {"tenant"}));
+  PAGODA_RETURN_IF_ERROR(histogram("pagoda_time_to_first_token_seconds",
+                                   "Time from request arrival to its first output token.",
+                                   time_to_first_token_buckets(), &m->time_to_first_token));
+  PAGODA_RETURN_IF_ERROR(histogram("pagoda_inter_token_latency_seconds",
+                                   "Time between successive output tokens of a request.",
+                                   inter_token_latency_buckets(), &m->inter_token_latency));
+  PAGODA_RETURN_IF_ERROR(histogram("pagoda_e2e_request_latency_seconds",
+                                   "Time from request arrival to its final response.",
+                                   e2e_request_latency_buckets(), &m->e2e_request_latency));
+  PAGODA_RETURN_IF_ERROR(histogram("pagoda_request_queue_time_seconds",
+                                   "Time from request arrival until it was first scheduled.",
+                                   request_queue_time_buckets(), &m->request_queue_time));
+  PAGODA_ASSIGN_OR_RETURN(
+      m->policy_decisions_,
+      registry->add_counter("pagoda_policy_decisions_total",
+                            "Policy-filter decisions, by filter and action (allow, redact, block).",
+                            {"filter", "action"}));
+  PAGODA_ASSIGN_OR_RETURN(
+      m->requests_finished_,
+      registry->add_counter("pagoda_requests_finished_total",
+                            "Requests finished, by finish reason.", {"finish_reason"}));
+  for (const auto& reason : finish_reasons) m->requests_finished(reason);
+  return m;
+}
+
+}  // namespace pagoda::metrics
