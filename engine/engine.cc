@@ -136,7 +136,8 @@ StatusOr<RequestHandle> Engine::submit(Request r) {
   PAGODA_RETURN_IF_ERROR(r.params.validate());
   for (int id : r.params.stop_token_ids)
     if (id >= mc.vocab_size)
-      return field_error("stop_token_ids", "id " + std::to_string(id) + " is outside the vocabulary [0, " +
+      return field_error("stop_token_ids", "id " + std::to_string(id) +
+                                               " is outside the vocabulary [0, " +
                                                std::to_string(mc.vocab_size) + ")");
   if (prompt_len + static_cast<int64_t>(r.params.max_tokens) > sched_config_.max_model_len)
     return field_error("max_tokens", std::to_string(r.params.max_tokens) + " with a prompt of " +
@@ -385,6 +386,8 @@ void Engine::publish_stats_locked() {
   stats_.kv_usage = scheduler_.kv_usage();
   stats_.preemptions = scheduler_.num_preemptions();
   stats_.prefix_hit_rate = scheduler_.prefix_hit_rate();
+  stats_.prefix_queries = scheduler_.kv().prefix_queries();
+  stats_.prefix_hits = scheduler_.kv().prefix_hits();
 }
 
 void Engine::finish(RequestId id, FinishReason reason, const Status& error) {

@@ -47,6 +47,7 @@ struct EngineStats {
   double kv_usage = 0;
   int64_t preemptions = 0, steps = 0, computed_tokens = 0, generated_tokens = 0;
   double prefix_hit_rate = 0;
+  int64_t prefix_queries = 0, prefix_hits = 0;  // in tokens
 };
 
 class Engine {

@@ -66,13 +66,14 @@ grpc::Status fill_params(const v1::GenerateRequest& req, int prompt_len, int con
   if (s.has_frequency_penalty()) p.frequency_penalty = s.frequency_penalty();
   if (s.has_seed()) p.seed = s.seed();
   if (s.has_temperature() && !(s.temperature() <= 100))
-    return invalid("sampling.temperature", "must be in [0, 100], got " + std::to_string(s.temperature()));
+    return invalid("sampling.temperature",
+                   "must be in [0, 100], got " + std::to_string(s.temperature()));
   const v1::StopParams& st = req.stop();
   if (st.has_max_tokens()) {
     if (st.max_tokens() == 0) return invalid("stop.max_tokens", "must be at least 1");
     if (st.max_tokens() > static_cast<uint32_t>(context))
-      return invalid("stop.max_tokens", std::to_string(st.max_tokens()) + " exceeds the context of " +
-                                            std::to_string(context));
+      return invalid("stop.max_tokens", std::to_string(st.max_tokens()) +
+                                            " exceeds the context of " + std::to_string(context));
     p.max_tokens = static_cast<int>(st.max_tokens());
   } else {
     p.max_tokens = std::max(1, context - prompt_len);  // as much as fits
@@ -80,7 +81,8 @@ grpc::Status fill_params(const v1::GenerateRequest& req, int prompt_len, int con
   for (const std::string& stop : st.stop()) r->stop_strings.push_back(stop);
   for (uint32_t id : st.stop_token_ids()) {
     if (id >= static_cast<uint32_t>(vocab))
-      return invalid("stop.stop_token_ids", "id " + std::to_string(id) + " is outside the vocabulary [0, " +
+      return invalid("stop.stop_token_ids", "id " + std::to_string(id) +
+                                                " is outside the vocabulary [0, " +
                                                 std::to_string(vocab) + ")");
     p.stop_token_ids.push_back(static_cast<int>(id));
   }
@@ -93,11 +95,42 @@ grpc::Status fill_params(const v1::GenerateRequest& req, int prompt_len, int con
   return grpc::Status::OK;
 }
 
+// Per-request metrics (metrics/README.md): inter-token latency from the arrival of outputs at
+// the server, spread evenly over the tokens a merged output carries; the rest at the end.
+void record_metrics(metrics::PagodaMetrics& m, const RequestOutput& out,
+                    EngineClock::time_point* last_output, bool* first_token_seen) {
+  const auto now = EngineClock::now();
+  const size_t n = out.new_token_ids.size();
+  if (n > 0) {
+    if (*first_token_seen) {
+      const double gap = std::chrono::duration<double>(now - *last_output).count() / n;
+      for (size_t i = 0; i < n; ++i) m.inter_token_latency->observe(gap);
+    } else if (n > 1) {
+      const double gap = std::chrono::duration<double>(now - *last_output).count() / (n - 1);
+      for (size_t i = 1; i < n; ++i) m.inter_token_latency->observe(gap);
+    }
+    *first_token_seen = true;
+    *last_output = now;
+  }
+  if (!out.finished) return;
+  const RequestTimings& t = out.timings;
+  const std::string tenant = "default";  // tenants arrive with authentication
+  m.prompt_tokens(tenant)->inc(out.usage.prompt_tokens);
+  m.generation_tokens(tenant)->inc(out.usage.completion_tokens);
+  m.requests_finished(finish_reason_name(out.finish_reason))->inc();
+  m.e2e_request_latency->observe(seconds(t.queued, t.finished));
+  if (t.scheduled != EngineClock::time_point{})
+    m.request_queue_time->observe(seconds(t.queued, t.scheduled));
+  if (out.usage.completion_tokens > 0)
+    m.time_to_first_token->observe(seconds(t.queued, t.first_token));
+}
+
 }  // namespace
 
 grpc::Status GenerationService::check_model(const std::string& model) const {
   if (!model.empty() && model != state_->identity().id)
-    return invalid("model", "unknown model '" + model + "' (this server serves '" + state_->identity().id + "')");
+    return invalid("model", "unknown model '" + model + "' (this server serves '" +
+                                state_->identity().id + "')");
   return grpc::Status::OK;
 }
 
@@ -105,9 +138,11 @@ grpc::Status GenerationService::run(
     grpc::ServerContext* ctx, const v1::GenerateRequest& req,
     const std::function<bool(const RequestOutput&, const std::string&)>& on_output) {
   const auto received = EngineClock::now();
-  if (state_->draining()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
+  if (state_->draining())
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
   Engine* engine = state_->engine();
-  if (engine == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  if (engine == nullptr)
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   if (grpc::Status s = check_model(req.model()); !s.ok()) return s;
 
   Request r;
@@ -116,7 +151,8 @@ grpc::Status GenerationService::run(
     case v1::GenerateRequest::kText: {
       if (req.text().empty()) return invalid("text", "is empty");
       const Tokenizer* tok = state_->tokenizer();
-      StatusOr<std::vector<int>> ids = tok->encode(req.text(), req.has_add_bos() ? req.add_bos() : true);
+      StatusOr<std::vector<int>> ids =
+          tok->encode(req.text(), req.has_add_bos() ? req.add_bos() : true);
       if (!ids.ok()) return invalid("text", ids.status().message());
       r.prompt_ids = std::move(ids).value();
       break;
@@ -125,21 +161,22 @@ grpc::Status GenerationService::run(
       if (req.token_ids().ids().empty()) return invalid("token_ids", "is empty");
       for (uint32_t id : req.token_ids().ids()) {
         if (id >= static_cast<uint32_t>(state_->identity().vocab_size))
-          return invalid("token_ids", "id " + std::to_string(id) + " is outside the vocabulary [0, " +
+          return invalid("token_ids", "id " + std::to_string(id) +
+                                          " is outside the vocabulary [0, " +
                                           std::to_string(state_->identity().vocab_size) + ")");
         r.prompt_ids.push_back(static_cast<int>(id));
       }
       break;
-    default:
-      return invalid("input", "set text or token_ids");
+    default: return invalid("input", "set text or token_ids");
   }
   const int prompt_len = static_cast<int>(r.prompt_ids.size());
   const int context = state_->identity().context_length;
   if (prompt_len >= context)
     return invalid(req.input_case() == v1::GenerateRequest::kText ? "text" : "token_ids",
                    "the prompt has " + std::to_string(prompt_len) + " tokens; the context holds " +
-                               std::to_string(context) + " (prompt + completion)");
-  if (grpc::Status s = fill_params(req, prompt_len, context, state_->identity().vocab_size, &r); !s.ok())
+                       std::to_string(context) + " (prompt + completion)");
+  if (grpc::Status s = fill_params(req, prompt_len, context, state_->identity().vocab_size, &r);
+      !s.ok())
     return s;
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
     const auto left = ctx->deadline() - std::chrono::system_clock::now();
@@ -147,7 +184,8 @@ grpc::Status GenerationService::run(
   }
 
   std::string why;
-  if (!state_->admit(prompt_len, &why)) return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why);
+  if (!state_->admit(prompt_len, &why))
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why);
   bool queued = true;
   auto leave = [&] {
     if (queued) state_->leave_queue(prompt_len);
@@ -162,6 +200,9 @@ grpc::Status GenerationService::run(
   state_->track(handle->id);
   bool client_gone = false;
   Status error;
+  metrics::PagodaMetrics* m = state_->metrics();
+  auto last_output = EngineClock::now();
+  bool first_token_seen = false;
   for (;;) {
     // Merged: when the client reads slower than the engine decodes, one write carries them all.
     std::optional<RequestOutput> out = handle->outputs->next_merged(std::chrono::milliseconds(50));
@@ -173,6 +214,7 @@ grpc::Status GenerationService::run(
       continue;
     }
     leave();
+    if (m != nullptr) record_metrics(*m, *out, &last_output, &first_token_seen);
     if (out->finished && out->finish_reason == FinishReason::kError) error = out->error;
     if (!client_gone && !on_output(*out, request_id)) {
       client_gone = true;
@@ -181,7 +223,8 @@ grpc::Status GenerationService::run(
     if (out->finished) break;
   }
   state_->untrack(handle->id);
-  if (!error.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, "generation failed: " + error.message());
+  if (!error.ok())
+    return grpc::Status(grpc::StatusCode::INTERNAL, "generation failed: " + error.message());
   if (client_gone) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   return grpc::Status::OK;
 }
@@ -230,7 +273,8 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::Gen
     if (!out.finished && out.text.empty() && !req->return_token_ids() && req->logprobs() == 0)
       return true;  // nothing the client asked for (e.g. text held back for a stop string)
     v1::GenerateResponse chunk;
-    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), state_->tokenizer(), &chunk);
+    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), state_->tokenizer(),
+               &chunk);
     return writer->Write(chunk);
   });
 }
@@ -238,17 +282,20 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::Gen
 grpc::Status GenerationService::Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                          v1::GenerateResponse* resp) {
   return run(ctx, *req, [&](const RequestOutput& out, const std::string& request_id) {
-    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), state_->tokenizer(), resp);
+    fill_chunk(out, request_id, req->return_token_ids(), state_->identity(), state_->tokenizer(),
+               resp);
     return true;
   });
 }
 
 grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
                                          v1::TokenizeResponse* resp) {
-  if (state_->engine() == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  if (state_->engine() == nullptr)
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   if (grpc::Status s = check_model(req->model()); !s.ok()) return s;
   const Tokenizer* tok = state_->tokenizer();
-  StatusOr<std::vector<int>> ids = tok->encode(req->text(), req->has_add_bos() ? req->add_bos() : true);
+  StatusOr<std::vector<int>> ids =
+      tok->encode(req->text(), req->has_add_bos() ? req->add_bos() : true);
   if (!ids.ok()) return invalid("text", ids.status().message());
   for (int id : *ids) {
     resp->add_token_ids(static_cast<uint32_t>(id));
@@ -259,7 +306,8 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::Tokeniz
 
 grpc::Status GenerationService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* req,
                                            v1::DetokenizeResponse* resp) {
-  if (state_->engine() == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  if (state_->engine() == nullptr)
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   if (grpc::Status s = check_model(req->model()); !s.ok()) return s;
   std::vector<int> ids;
   for (uint32_t id : req->token_ids()) {
@@ -273,7 +321,8 @@ grpc::Status GenerationService::Detokenize(grpc::ServerContext*, const v1::Detok
 
 grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
                                              v1::ModelInfo* resp) {
-  if (state_->engine() == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  if (state_->engine() == nullptr)
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   const ModelIdentity& m = state_->identity();
   resp->set_id(m.id);
   resp->set_revision(m.revision);

@@ -14,6 +14,7 @@
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
 #include "server/generation_service.h"
+#include "server/metrics/http_server.h"
 #include "server/stall_detector.h"
 
 namespace pagoda {
@@ -65,7 +66,8 @@ StatusOr<LoadedServing> load_and_warm(const ServeConfig& c, const std::string& m
   PAGODA_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(model_path));
   s.loaded = std::make_unique<LoadedModel>(std::move(loaded));
   const std::string tok_path = c.tokenizer.empty() ? s.loaded->tokenizer_path : c.tokenizer;
-  if (tok_path.empty()) return NotFound("no tokenizer.model beside " + model_path + "; pass --tokenizer FILE");
+  if (tok_path.empty())
+    return NotFound("no tokenizer.model beside " + model_path + "; pass --tokenizer FILE");
   PAGODA_ASSIGN_OR_RETURN(s.tokenizer, load_sentencepiece_tokenizer(tok_path));
   PAGODA_ASSIGN_OR_RETURN(s.backend, make_backend(c.device, c.threads));
   PAGODA_ASSIGN_OR_RETURN(s.model, LlamaModel::create(*s.loaded, s.backend.get()));
@@ -129,7 +131,39 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
     return 1;
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  health->SetServingStatus(kReadiness, false);
+  // Readiness goes to the gRPC health service and, mirrored, to the HTTP /readyz probe.
+  auto set_ready = [&](bool serving) {
+    state.set_ready_status(serving);
+    health->SetServingStatus(kReadiness, serving);
+  };
+  set_ready(false);
+
+  metrics::Registry registry;
+  std::unique_ptr<metrics::PagodaMetrics> pagoda_metrics;
+  std::unique_ptr<metrics::HttpServer> http;
+  if (config.metrics_port >= 0) {
+    StatusOr<std::unique_ptr<metrics::PagodaMetrics>> made = metrics::PagodaMetrics::create(
+        &registry, {"length", "stop", "stop_sequence", "cancelled", "time_limit", "error"});
+    if (!made.ok()) {
+      std::fprintf(stderr, "pagoda serve: metrics: %s\n", made.status().to_string().c_str());
+      return 1;
+    }
+    pagoda_metrics = std::move(made).value();
+    state.set_metrics(pagoda_metrics.get());
+    metrics::HttpServerOptions options;
+    options.host = config.metrics_host;
+    options.port = config.metrics_port;
+    http = std::make_unique<metrics::HttpServer>(options);
+    metrics::add_probe_routes(http.get(), &registry, [&state] {
+      return state.ready_status() ? metrics::ServingStatus::kServing
+                                  : metrics::ServingStatus::kNotServing;
+    });
+    if (Status s = http->start(); !s.ok()) {
+      std::fprintf(stderr, "pagoda serve: metrics: %s\n", s.to_string().c_str());
+      return 1;
+    }
+    std::printf("pagoda serve: metrics on %s:%d\n", config.metrics_host.c_str(), http->port());
+  }
   std::printf("pagoda serve: listening on %s:%d\n", config.host.c_str(), port);
   std::fflush(stdout);
 
@@ -141,7 +175,21 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
     return 2;
   }
   state.set_ready(serving->engine.get(), serving->tokenizer.get(), identity);
-  health->SetServingStatus(kReadiness, true);
+  if (pagoda_metrics) {
+    // Engine state is sampled when Prometheus scrapes; counters advance by what changed.
+    registry.add_collect_hook([&, last = EngineStats{}]() mutable {
+      const EngineStats s = serving->engine->stats();
+      pagoda_metrics->requests_running->set(s.running);
+      pagoda_metrics->requests_waiting->set(s.waiting);
+      pagoda_metrics->kv_cache_usage_ratio->set(s.kv_usage);
+      pagoda_metrics->preemptions->inc(static_cast<double>(s.preemptions - last.preemptions));
+      pagoda_metrics->prefix_cache_queries->inc(
+          static_cast<double>(s.prefix_queries - last.prefix_queries));
+      pagoda_metrics->prefix_cache_hits->inc(static_cast<double>(s.prefix_hits - last.prefix_hits));
+      last = s;
+    });
+  }
+  set_ready(true);
   std::fprintf(stderr, "pagoda serve: ready: model %s (revision %s, %s)\n", identity.id.c_str(),
                identity.revision.c_str(), identity.backend.c_str());
 
@@ -157,20 +205,21 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
           detector.observe(s.steps, s.running + s.waiting > 0, std::chrono::steady_clock::now());
       if (stall != stalled && !state.draining()) {
         stalled = stall;
-        health->SetServingStatus(kReadiness, !stall);
-        std::fprintf(stderr, "pagoda serve: engine %s: readiness %s\n", stall ? "stalled" : "progressing",
-                     stall ? "NOT_SERVING" : "SERVING");
+        set_ready(!stall);
+        std::fprintf(stderr, "pagoda serve: engine %s: readiness %s\n",
+                     stall ? "stalled" : "progressing", stall ? "NOT_SERVING" : "SERVING");
       }
     }
   });
 
   int sig = 0;
   sigwait(&signals, &sig);
-  std::fprintf(stderr, "pagoda serve: %s: draining (up to %.0f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-               config.drain_timeout_seconds);
+  std::fprintf(stderr, "pagoda serve: %s: draining (up to %.0f s)\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT", config.drain_timeout_seconds);
   state.start_draining();
-  health->SetServingStatus(kReadiness, false);
-  const auto drain = std::chrono::milliseconds(static_cast<int64_t>(config.drain_timeout_seconds * 1000));
+  set_ready(false);
+  const auto drain =
+      std::chrono::milliseconds(static_cast<int64_t>(config.drain_timeout_seconds * 1000));
   if (!state.wait_idle(drain)) {
     const std::set<RequestId> left = state.in_flight();
     std::fprintf(stderr, "pagoda serve: drain timeout: cancelling %zu requests\n", left.size());
@@ -181,6 +230,7 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   watchdog.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
+  if (http) http->stop();
   std::fprintf(stderr, "pagoda serve: stopped\n");
   return 0;
 }

@@ -10,11 +10,28 @@
 namespace pagoda {
 
 const std::vector<std::string>& serve_flag_names() {
-  static const std::vector<std::string> names = {
-      "model", "tokenizer", "model-id", "host", "port", "device", "threads", "block-size",
-      "num-kv-blocks", "kv-cache-memory-fraction", "kv-cache-mb", "max-num-seqs",
-      "max-num-batched-tokens", "max-model-len", "policy", "max-queue-requests",
-      "max-queue-tokens", "drain-timeout", "stall-timeout", "prefix-caching"};
+  static const std::vector<std::string> names = {"model",
+                                                 "tokenizer",
+                                                 "model-id",
+                                                 "host",
+                                                 "port",
+                                                 "device",
+                                                 "threads",
+                                                 "block-size",
+                                                 "num-kv-blocks",
+                                                 "kv-cache-memory-fraction",
+                                                 "kv-cache-mb",
+                                                 "max-num-seqs",
+                                                 "max-num-batched-tokens",
+                                                 "max-model-len",
+                                                 "policy",
+                                                 "max-queue-requests",
+                                                 "max-queue-tokens",
+                                                 "drain-timeout",
+                                                 "stall-timeout",
+                                                 "prefix-caching",
+                                                 "metrics-host",
+                                                 "metrics-port"};
   return names;
 }
 
@@ -43,7 +60,8 @@ Status yaml_to_args(const std::string& path, std::vector<std::string>* out) {
     std::string key = kv.first.as<std::string>("");
     std::replace(key.begin(), key.end(), '_', '-');
     if (std::find(known.begin(), known.end(), key) == known.end())
-      return InvalidArgument("config " + path + ": unknown key '" + kv.first.as<std::string>("") + "'");
+      return InvalidArgument("config " + path + ": unknown key '" + kv.first.as<std::string>("") +
+                             "'");
     if (!kv.second.IsScalar())
       return InvalidArgument("config " + path + ": key '" + key + "' must have a single value");
     out->push_back("--" + key);
@@ -70,8 +88,10 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
   }
   if (!config_path.empty()) PAGODA_RETURN_IF_ERROR(yaml_to_args(config_path, &file_args));
   // Flags override the file: parse the file's args, then the command line's, separately.
-  PAGODA_ASSIGN_OR_RETURN(Flags from_file, Flags::parse(file_args, serve_flag_names(), serve_switch_names()));
-  PAGODA_ASSIGN_OR_RETURN(Flags from_cli, Flags::parse(rest, serve_flag_names(), serve_switch_names()));
+  PAGODA_ASSIGN_OR_RETURN(Flags from_file,
+                          Flags::parse(file_args, serve_flag_names(), serve_switch_names()));
+  PAGODA_ASSIGN_OR_RETURN(Flags from_cli,
+                          Flags::parse(rest, serve_flag_names(), serve_switch_names()));
   auto pick = [&](const std::string& name) -> const Flags& {
     return from_cli.has(name) ? from_cli : from_file;
   };
@@ -108,12 +128,15 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
   c.engine.block_size = static_cast<int>(v);
   PAGODA_RETURN_IF_ERROR(get_int("num-kv-blocks", 0, 0, 1 << 30, &v));
   c.engine.num_blocks = static_cast<int>(v);
-  PAGODA_RETURN_IF_ERROR(get_double("kv-cache-memory-fraction", 0, 0, 1, &c.engine.kv_cache_memory_fraction));
-  PAGODA_RETURN_IF_ERROR(get_int("kv-cache-mb", static_cast<int64_t>(c.engine.kv_cache_bytes >> 20), 1, 1 << 24, &v));
+  PAGODA_RETURN_IF_ERROR(
+      get_double("kv-cache-memory-fraction", 0, 0, 1, &c.engine.kv_cache_memory_fraction));
+  PAGODA_RETURN_IF_ERROR(
+      get_int("kv-cache-mb", static_cast<int64_t>(c.engine.kv_cache_bytes >> 20), 1, 1 << 24, &v));
   c.engine.kv_cache_bytes = static_cast<size_t>(v) << 20;
   PAGODA_RETURN_IF_ERROR(get_int("max-num-seqs", c.engine.max_num_seqs, 1, 1 << 16, &v));
   c.engine.max_num_seqs = static_cast<int>(v);
-  PAGODA_RETURN_IF_ERROR(get_int("max-num-batched-tokens", c.engine.max_num_batched_tokens, 1, 1 << 24, &v));
+  PAGODA_RETURN_IF_ERROR(
+      get_int("max-num-batched-tokens", c.engine.max_num_batched_tokens, 1, 1 << 24, &v));
   c.engine.max_num_batched_tokens = static_cast<int>(v);
   PAGODA_RETURN_IF_ERROR(get_int("max-model-len", 0, 0, 1 << 24, &v));
   c.engine.max_model_len = static_cast<int>(v);
@@ -123,7 +146,8 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
   } else if (policy == "priority") {
     c.engine.policy = SchedulingPolicy::kPriority;
   } else {
-    return where("policy", InvalidArgument("--policy must be fcfs or priority, got '" + policy + "'"));
+    return where("policy",
+                 InvalidArgument("--policy must be fcfs or priority, got '" + policy + "'"));
   }
   const std::string caching = pick("prefix-caching").get_string("prefix-caching", "true");
   if (caching == "true" || caching == "on") {
@@ -136,9 +160,15 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
   }
   PAGODA_RETURN_IF_ERROR(get_int("max-queue-requests", c.max_queue_requests, 1, 1 << 24, &v));
   c.max_queue_requests = static_cast<int>(v);
-  PAGODA_RETURN_IF_ERROR(get_int("max-queue-tokens", c.max_queue_tokens, 1, int64_t{1} << 40, &c.max_queue_tokens));
-  PAGODA_RETURN_IF_ERROR(get_double("drain-timeout", c.drain_timeout_seconds, 0, 86400, &c.drain_timeout_seconds));
-  PAGODA_RETURN_IF_ERROR(get_double("stall-timeout", c.stall_timeout_seconds, 0.1, 86400, &c.stall_timeout_seconds));
+  PAGODA_RETURN_IF_ERROR(
+      get_int("max-queue-tokens", c.max_queue_tokens, 1, int64_t{1} << 40, &c.max_queue_tokens));
+  PAGODA_RETURN_IF_ERROR(
+      get_double("drain-timeout", c.drain_timeout_seconds, 0, 86400, &c.drain_timeout_seconds));
+  PAGODA_RETURN_IF_ERROR(
+      get_double("stall-timeout", c.stall_timeout_seconds, 0.1, 86400, &c.stall_timeout_seconds));
+  c.metrics_host = pick("metrics-host").get_string("metrics-host", c.metrics_host);
+  PAGODA_RETURN_IF_ERROR(get_int("metrics-port", c.metrics_port, -1, 65535, &v));
+  c.metrics_port = static_cast<int>(v);
   return c;
 }
 

@@ -19,10 +19,13 @@ struct ServeConfig {
   std::string device = "cpu";
   int threads = 0;  // 0: all cores
   EngineConfig engine;
-  int max_queue_requests = 256;            // waiting requests beyond this: RESOURCE_EXHAUSTED
-  int64_t max_queue_tokens = 1 << 20;      // waiting prompt tokens beyond this: same
-  double drain_timeout_seconds = 30;       // SIGTERM: in-flight requests get this long
-  double stall_timeout_seconds = 60;       // work pending and no step for this long: NOT_SERVING
+  int max_queue_requests = 256;        // waiting requests beyond this: RESOURCE_EXHAUSTED
+  int64_t max_queue_tokens = 1 << 20;  // waiting prompt tokens beyond this: same
+  double drain_timeout_seconds = 30;   // SIGTERM: in-flight requests get this long
+  double stall_timeout_seconds = 60;   // work pending and no step for this long: NOT_SERVING
+  // Prometheus /metrics, /healthz, /readyz over HTTP: -1 off, 0 any free port (printed).
+  std::string metrics_host = "127.0.0.1";
+  int metrics_port = -1;
 };
 
 // Flags of `pagoda serve` (names without "--"), also the keys of the YAML file (with '-').

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "server/metrics/pagoda_metrics.h"
 #include "server/serve_config.h"
 
 namespace pagoda {
@@ -35,6 +36,13 @@ class ServerState {
   const Tokenizer* tokenizer() const { return tokenizer_; }
   const ModelIdentity& identity() const { return identity_; }
 
+  // The readiness the health service reports, mirrored for the HTTP /readyz probe.
+  void set_ready_status(bool serving) { ready_status_.store(serving); }
+  bool ready_status() const { return ready_status_.load(); }
+  // Null when metrics are off. Set before serving starts.
+  void set_metrics(metrics::PagodaMetrics* m) { metrics_ = m; }
+  metrics::PagodaMetrics* metrics() const { return metrics_; }
+
   bool draining() const { return draining_.load(); }
   void start_draining() { draining_.store(true); }
 
@@ -55,6 +63,8 @@ class ServerState {
   const Tokenizer* tokenizer_ = nullptr;
   ModelIdentity identity_;
   std::atomic<bool> draining_{false};
+  std::atomic<bool> ready_status_{false};
+  metrics::PagodaMetrics* metrics_ = nullptr;
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
