@@ -10,6 +10,7 @@ const char* finish_reason_name(FinishReason r) {
     case FinishReason::kStopSequence: return "stop_sequence";
     case FinishReason::kCancelled: return "cancelled";
     case FinishReason::kTimeLimit: return "time_limit";
+    case FinishReason::kContentFilter: return "content_filter";
     case FinishReason::kError: return "error";
   }
   return "?";
@@ -38,7 +39,8 @@ std::optional<RequestOutput> OutputChannel::next(std::optional<std::chrono::mill
   return out;
 }
 
-std::optional<RequestOutput> OutputChannel::next_merged(std::optional<std::chrono::milliseconds> timeout) {
+std::optional<RequestOutput> OutputChannel::next_merged(
+    std::optional<std::chrono::milliseconds> timeout) {
   std::optional<RequestOutput> first = next(timeout);
   if (!first) return first;
   std::lock_guard<std::mutex> lock(mu_);

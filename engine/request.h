@@ -32,7 +32,16 @@ struct Request {
 };
 
 // The wire's finish reasons (DESIGN.md §6).
-enum class FinishReason { kNone, kLength, kStop, kStopSequence, kCancelled, kTimeLimit, kError };
+enum class FinishReason {
+  kNone,
+  kLength,
+  kStop,
+  kStopSequence,
+  kCancelled,
+  kTimeLimit,
+  kContentFilter,  // set above the engine, by the server's policy stage
+  kError
+};
 const char* finish_reason_name(FinishReason r);
 
 struct Usage {

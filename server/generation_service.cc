@@ -41,6 +41,7 @@ v1::FinishReason to_wire(FinishReason r) {
     case FinishReason::kStopSequence: return v1::FINISH_REASON_STOP_SEQUENCE;
     case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
     case FinishReason::kTimeLimit: return v1::FINISH_REASON_TIME_LIMIT;
+    case FinishReason::kContentFilter: return v1::FINISH_REASON_CONTENT_FILTER;
     case FinishReason::kError: return v1::FINISH_REASON_ERROR;
   }
   return v1::FINISH_REASON_ERROR;
@@ -169,6 +170,34 @@ grpc::Status GenerationService::run(
       break;
     default: return invalid("input", "set text or token_ids");
   }
+  // Policy (input): decided on the prompt text with its token count; a redacted prompt is
+  // tokenized again. Token-id prompts are checked on their decoded text and can be blocked,
+  // not redacted.
+  std::shared_ptr<const policy::PolicySet> policies;
+  const policy::Policy* pol = nullptr;
+  if (policy::PolicyStore* store = state_->policies()) {
+    policies = store->current();
+    pol = &policies->for_tenant("default");  // tenants arrive with authentication
+    const bool is_text = req.input_case() == v1::GenerateRequest::kText;
+    const std::string text = is_text ? req.text() : state_->tokenizer()->decode(r.prompt_ids);
+    policy::InputContext pctx;
+    pctx.prompt_tokens = static_cast<int64_t>(r.prompt_ids.size());
+    const policy::InputResult in = pol->filter_input(text, pctx);
+    if (const policy::Decision* block = in.block()) {
+      const auto code = policy::block_status(*block) == policy::BlockStatus::kPermissionDenied
+                            ? grpc::StatusCode::PERMISSION_DENIED
+                            : grpc::StatusCode::FAILED_PRECONDITION;
+      return grpc::Status(code, "policy " + pol->name() + ": " + block->reason + " (filter " +
+                                    block->filter + ")" +
+                                    (block->detail.empty() ? "" : ": " + block->detail));
+    }
+    if (is_text && in.text != text) {
+      StatusOr<std::vector<int>> ids =
+          state_->tokenizer()->encode(in.text, req.has_add_bos() ? req.add_bos() : true);
+      if (!ids.ok()) return invalid("text", ids.status().message());
+      r.prompt_ids = std::move(ids).value();
+    }
+  }
   const int prompt_len = static_cast<int>(r.prompt_ids.size());
   const int context = state_->identity().context_length;
   if (prompt_len >= context)
@@ -203,6 +232,11 @@ grpc::Status GenerationService::run(
   metrics::PagodaMetrics* m = state_->metrics();
   auto last_output = EngineClock::now();
   bool first_token_seen = false;
+  // Policy (output): text passes through the filter stream before it is sent. Under output
+  // rules, token ids and logprobs are withheld: they would reveal what the filters hold back.
+  std::optional<policy::OutputFilterStream> out_filter;
+  if (pol != nullptr && !pol->output_rules()->empty()) out_filter.emplace(pol->output_stream());
+  FinishReason policy_end = FinishReason::kNone;
   for (;;) {
     // Merged: when the client reads slower than the engine decodes, one write carries them all.
     std::optional<RequestOutput> out = handle->outputs->next_merged(std::chrono::milliseconds(50));
@@ -214,6 +248,21 @@ grpc::Status GenerationService::run(
       continue;
     }
     leave();
+    if (out_filter) {
+      out->new_token_ids.clear();
+      out->logprobs.clear();
+      if (policy_end != FinishReason::kNone) {
+        out->text.clear();  // generated after the filter ended the stream: never sent
+      } else {
+        out->text = out_filter->push(out->text);
+        if (out->finished) out->text += out_filter->finish();
+        if (out_filter->blocked() || out_filter->stopped()) {
+          policy_end = out_filter->blocked() ? FinishReason::kContentFilter : FinishReason::kStop;
+          if (!out->finished) (void)engine->cancel(handle->id);
+        }
+      }
+      if (out->finished && policy_end != FinishReason::kNone) out->finish_reason = policy_end;
+    }
     if (m != nullptr) record_metrics(*m, *out, &last_output, &first_token_seen);
     if (out->finished && out->finish_reason == FinishReason::kError) error = out->error;
     if (!client_gone && !on_output(*out, request_id)) {

@@ -113,10 +113,22 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // reloads the policy file
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   if (config.threads > 0) ThreadPool::set_default_threads(config.threads);
 
   ServerState state(config);
+  std::unique_ptr<policy::PolicyStore> policies;
+  if (!config.policy_file.empty()) {
+    StatusOr<std::unique_ptr<policy::PolicyStore>> opened =
+        policy::PolicyStore::open(config.policy_file);
+    if (!opened.ok()) {
+      std::fprintf(stderr, "pagoda serve: %s\n", opened.status().to_string().c_str());
+      return 2;
+    }
+    policies = std::move(opened).value();
+    state.set_policies(policies.get());
+  }
   GenerationService service(&state);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -187,6 +199,13 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
           static_cast<double>(s.prefix_queries - last.prefix_queries));
       pagoda_metrics->prefix_cache_hits->inc(static_cast<double>(s.prefix_hits - last.prefix_hits));
       last = s;
+      // Policy decisions: the library counts; the exported counters follow them.
+      for (const auto& row : policy::DecisionCounters::global().snapshot()) {
+        metrics::Counter* c =
+            pagoda_metrics->policy_decisions(row.filter, policy::action_name(row.action));
+        const double now_count = static_cast<double>(row.count);
+        if (now_count > c->value()) c->inc(now_count - c->value());
+      }
     });
   }
   set_ready(true);
@@ -213,7 +232,19 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   });
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  for (;;) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    if (!policies) {
+      std::fprintf(stderr, "pagoda serve: SIGHUP: no policy file to reload\n");
+      continue;
+    }
+    // A bad file is rejected and the old policies stay; requests in flight keep theirs.
+    const Status s = policies->reload(config.policy_file);
+    std::fprintf(stderr, "pagoda serve: SIGHUP: %s\n",
+                 s.ok() ? ("reloaded " + config.policy_file).c_str()
+                        : ("kept the old policies: " + s.to_string()).c_str());
+  }
   std::fprintf(stderr, "pagoda serve: %s: draining (up to %.0f s)\n",
                sig == SIGTERM ? "SIGTERM" : "SIGINT", config.drain_timeout_seconds);
   state.start_draining();

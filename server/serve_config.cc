@@ -31,7 +31,8 @@ const std::vector<std::string>& serve_flag_names() {
                                                  "stall-timeout",
                                                  "prefix-caching",
                                                  "metrics-host",
-                                                 "metrics-port"};
+                                                 "metrics-port",
+                                                 "policy-file"};
   return names;
 }
 
@@ -166,6 +167,7 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
       get_double("drain-timeout", c.drain_timeout_seconds, 0, 86400, &c.drain_timeout_seconds));
   PAGODA_RETURN_IF_ERROR(
       get_double("stall-timeout", c.stall_timeout_seconds, 0.1, 86400, &c.stall_timeout_seconds));
+  c.policy_file = pick("policy-file").get_string("policy-file", "");
   c.metrics_host = pick("metrics-host").get_string("metrics-host", c.metrics_host);
   PAGODA_RETURN_IF_ERROR(get_int("metrics-port", c.metrics_port, -1, 65535, &v));
   c.metrics_port = static_cast<int>(v);

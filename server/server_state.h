@@ -13,6 +13,7 @@
 
 #include "engine/engine.h"
 #include "server/metrics/pagoda_metrics.h"
+#include "server/policy/policy_config.h"
 #include "server/serve_config.h"
 
 namespace pagoda {
@@ -42,6 +43,9 @@ class ServerState {
   // Null when metrics are off. Set before serving starts.
   void set_metrics(metrics::PagodaMetrics* m) { metrics_ = m; }
   metrics::PagodaMetrics* metrics() const { return metrics_; }
+  // Null when no policy file is configured. Set before serving starts.
+  void set_policies(policy::PolicyStore* store) { policies_ = store; }
+  policy::PolicyStore* policies() const { return policies_; }
 
   bool draining() const { return draining_.load(); }
   void start_draining() { draining_.store(true); }
@@ -65,6 +69,7 @@ class ServerState {
   std::atomic<bool> draining_{false};
   std::atomic<bool> ready_status_{false};
   metrics::PagodaMetrics* metrics_ = nullptr;
+  policy::PolicyStore* policies_ = nullptr;
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
