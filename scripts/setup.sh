@@ -9,7 +9,7 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libyaml-cpp-dev
   libre2-dev libsqlite3-dev
-  python3-grpcio python3-protobuf python3-matplotlib python3-jsonschema
+  python3-grpcio python3-protobuf python3-matplotlib python3-jsonschema python3-yaml
 )
 
 missing=()

@@ -47,6 +47,10 @@ v1::FinishReason to_wire(FinishReason r) {
   return v1::FINISH_REASON_ERROR;
 }
 
+int64_t unix_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
 double seconds(EngineClock::time_point a, EngineClock::time_point b) {
   if (a == EngineClock::time_point{} || b == EngineClock::time_point{} || b < a) return 0;
   return std::chrono::duration<double>(b - a).count();
@@ -139,6 +143,7 @@ grpc::Status GenerationService::run(
     grpc::ServerContext* ctx, const v1::GenerateRequest& req,
     const std::function<bool(const RequestOutput&, const std::string&)>& on_output) {
   const auto received = EngineClock::now();
+  const auto received_wall = std::chrono::system_clock::now();
   if (state_->draining())
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
   Engine* engine = state_->engine();
@@ -173,6 +178,7 @@ grpc::Status GenerationService::run(
   // Policy (input): decided on the prompt text with its token count; a redacted prompt is
   // tokenized again. Token-id prompts are checked on their decoded text and can be blocked,
   // not redacted.
+  std::string policy_outcome = "allow";  // for the ledger
   std::shared_ptr<const policy::PolicySet> policies;
   const policy::Policy* pol = nullptr;
   if (policy::PolicyStore* store = state_->policies()) {
@@ -191,6 +197,8 @@ grpc::Status GenerationService::run(
                                     block->filter + ")" +
                                     (block->detail.empty() ? "" : ": " + block->detail));
     }
+    for (const policy::Decision& d : in.decisions)
+      if (d.action == policy::Action::kRedact) policy_outcome = "redact";
     if (is_text && in.text != text) {
       StatusOr<std::vector<int>> ids =
           state_->tokenizer()->encode(in.text, req.has_add_bos() ? req.add_bos() : true);
@@ -225,7 +233,7 @@ grpc::Status GenerationService::run(
     leave();
     return to_grpc(handle.status());
   }
-  const std::string request_id = "req-" + std::to_string(handle->id);
+  const std::string request_id = state_->instance_id() + "-" + std::to_string(handle->id);
   state_->track(handle->id);
   bool client_gone = false;
   Status error;
@@ -262,6 +270,33 @@ grpc::Status GenerationService::run(
         }
       }
       if (out->finished && policy_end != FinishReason::kNone) out->finish_reason = policy_end;
+      if (out->finished)
+        for (const policy::Decision& d : out_filter->decisions())
+          if (d.action != policy::Action::kAllow)
+            policy_outcome = std::string(policy::action_name(d.action)) + ":" + d.reason;
+    }
+    if (out->finished && state_->ledger() != nullptr) {
+      // The final response waits for its ledger row to be durable (a client that saw it can
+      // find it in the ledger, also after kill -9).
+      ledger::LedgerRow row;
+      row.request_id = request_id;
+      row.tenant = "default";  // tenants arrive with authentication
+      row.model_id = state_->identity().id;
+      row.model_revision = state_->identity().revision;
+      row.prompt_tokens = out->usage.prompt_tokens;
+      row.completion_tokens = out->usage.completion_tokens;
+      row.cached_tokens = out->usage.cached_tokens;
+      row.finish_reason = finish_reason_name(out->finish_reason);
+      row.policy_outcome = policy_outcome;
+      row.received_unix_ms = unix_ms(received_wall);
+      row.finished_unix_ms = unix_ms(std::chrono::system_clock::now());
+      const Status committed = state_->ledger()->append(std::move(row))->wait();
+      if (!committed.ok()) {
+        state_->untrack(handle->id);
+        return grpc::Status(
+            grpc::StatusCode::UNAVAILABLE,
+            "the usage ledger could not record the request: " + committed.message());
+      }
     }
     if (m != nullptr) record_metrics(*m, *out, &last_output, &first_token_seen);
     if (out->finished && out->finish_reason == FinishReason::kError) error = out->error;

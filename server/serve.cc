@@ -118,6 +118,16 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   if (config.threads > 0) ThreadPool::set_default_threads(config.threads);
 
   ServerState state(config);
+  std::unique_ptr<ledger::Ledger> usage_ledger;
+  if (!config.ledger_file.empty()) {
+    StatusOr<std::unique_ptr<ledger::Ledger>> opened = ledger::Ledger::open(config.ledger_file);
+    if (!opened.ok()) {
+      std::fprintf(stderr, "pagoda serve: %s\n", opened.status().to_string().c_str());
+      return 2;
+    }
+    usage_ledger = std::move(opened).value();
+    state.set_ledger(usage_ledger.get());
+  }
   std::unique_ptr<policy::PolicyStore> policies;
   if (!config.policy_file.empty()) {
     StatusOr<std::unique_ptr<policy::PolicyStore>> opened =
@@ -262,6 +272,7 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   if (http) http->stop();
+  if (usage_ledger) usage_ledger->close();  // flushes what is queued
   std::fprintf(stderr, "pagoda serve: stopped\n");
   return 0;
 }

@@ -32,7 +32,8 @@ const std::vector<std::string>& serve_flag_names() {
                                                  "prefix-caching",
                                                  "metrics-host",
                                                  "metrics-port",
-                                                 "policy-file"};
+                                                 "policy-file",
+                                                 "ledger"};
   return names;
 }
 
@@ -168,6 +169,7 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
   PAGODA_RETURN_IF_ERROR(
       get_double("stall-timeout", c.stall_timeout_seconds, 0.1, 86400, &c.stall_timeout_seconds));
   c.policy_file = pick("policy-file").get_string("policy-file", "");
+  c.ledger_file = pick("ledger").get_string("ledger", "");
   c.metrics_host = pick("metrics-host").get_string("metrics-host", c.metrics_host);
   PAGODA_RETURN_IF_ERROR(get_int("metrics-port", c.metrics_port, -1, 65535, &v));
   c.metrics_port = static_cast<int>(v);

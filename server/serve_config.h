@@ -25,6 +25,7 @@ struct ServeConfig {
   double stall_timeout_seconds = 60;   // work pending and no step for this long: NOT_SERVING
   // Prometheus /metrics, /healthz, /readyz over HTTP: -1 off, 0 any free port (printed).
   std::string policy_file;  // "" = no policy filters; reloaded on SIGHUP
+  std::string ledger_file;  // "" = no ledger; else SQLite (WAL), one row per finished request
   std::string metrics_host = "127.0.0.1";
   int metrics_port = -1;
 };

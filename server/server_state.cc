@@ -1,6 +1,17 @@
 #include "server/server_state.h"
 
+#include <cstdio>
+#include <random>
+
 namespace pagoda {
+
+std::string make_instance_id() {
+  std::random_device rd;
+  const uint64_t v = (uint64_t{rd()} << 32) | rd();
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
 
 void ServerState::set_ready(Engine* engine, const Tokenizer* tokenizer, ModelIdentity identity) {
   tokenizer_ = tokenizer;
@@ -16,8 +27,9 @@ bool ServerState::admit(int prompt_tokens, std::string* why) {
     return false;
   }
   if (queued_tokens_ + prompt_tokens > config_.max_queue_tokens) {
-    *why = "the waiting queue is full (" + std::to_string(queued_tokens_) + " prompt tokens queued, limit " +
-           std::to_string(config_.max_queue_tokens) + "); retry later";
+    *why = "the waiting queue is full (" + std::to_string(queued_tokens_) +
+           " prompt tokens queued, limit " + std::to_string(config_.max_queue_tokens) +
+           "); retry later";
     return false;
   }
   ++queued_requests_;

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "server/ledger/ledger.h"
 #include "server/metrics/pagoda_metrics.h"
 #include "server/policy/policy_config.h"
 #include "server/serve_config.h"
@@ -24,11 +25,15 @@ struct ModelIdentity {
   int vocab_size = 0;
 };
 
+std::string make_instance_id();  // 16 random hex digits
+
 class ServerState {
  public:
   explicit ServerState(ServeConfig config) : config_(std::move(config)) {}
 
   const ServeConfig& config() const { return config_; }
+  // Random per process: request ids are "<instance>-<n>", unique across restarts and replicas.
+  const std::string& instance_id() const { return instance_id_; }
   std::chrono::steady_clock::time_point started() const { return started_; }
 
   // Set once, after the model is loaded and warm; null before.
@@ -46,6 +51,9 @@ class ServerState {
   // Null when no policy file is configured. Set before serving starts.
   void set_policies(policy::PolicyStore* store) { policies_ = store; }
   policy::PolicyStore* policies() const { return policies_; }
+  // Null when no ledger is configured. Set before serving starts.
+  void set_ledger(ledger::Ledger* l) { ledger_ = l; }
+  ledger::Ledger* ledger() const { return ledger_; }
 
   bool draining() const { return draining_.load(); }
   void start_draining() { draining_.store(true); }
@@ -62,6 +70,7 @@ class ServerState {
 
  private:
   ServeConfig config_;
+  std::string instance_id_ = make_instance_id();
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::atomic<Engine*> engine_{nullptr};
   const Tokenizer* tokenizer_ = nullptr;
@@ -70,6 +79,7 @@ class ServerState {
   std::atomic<bool> ready_status_{false};
   metrics::PagodaMetrics* metrics_ = nullptr;
   policy::PolicyStore* policies_ = nullptr;
+  ledger::Ledger* ledger_ = nullptr;
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
