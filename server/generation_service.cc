@@ -102,7 +102,7 @@ grpc::Status fill_params(const v1::GenerateRequest& req, int prompt_len, int con
 
 // Per-request metrics (metrics/README.md): inter-token latency from the arrival of outputs at
 // the server, spread evenly over the tokens a merged output carries; the rest at the end.
-void record_metrics(metrics::PagodaMetrics& m, const RequestOutput& out,
+void record_metrics(metrics::PagodaMetrics& m, const RequestOutput& out, const std::string& tenant,
                     EngineClock::time_point* last_output, bool* first_token_seen) {
   const auto now = EngineClock::now();
   const size_t n = out.new_token_ids.size();
@@ -119,7 +119,6 @@ void record_metrics(metrics::PagodaMetrics& m, const RequestOutput& out,
   }
   if (!out.finished) return;
   const RequestTimings& t = out.timings;
-  const std::string tenant = "default";  // tenants arrive with authentication
   m.prompt_tokens(tenant)->inc(out.usage.prompt_tokens);
   m.generation_tokens(tenant)->inc(out.usage.completion_tokens);
   m.requests_finished(finish_reason_name(out.finish_reason))->inc();
@@ -131,6 +130,22 @@ void record_metrics(metrics::PagodaMetrics& m, const RequestOutput& out,
 }
 
 }  // namespace
+
+grpc::Status GenerationService::authenticate(grpc::ServerContext* ctx, std::string* tenant) const {
+  const auth::Authenticator* a = state_->authenticator();
+  if (a == nullptr) {
+    *tenant = "default";
+    return grpc::Status::OK;
+  }
+  std::optional<std::string_view> header;
+  const auto& md = ctx->client_metadata();
+  if (auto it = md.find("authorization"); it != md.end())
+    header = std::string_view(it->second.data(), it->second.size());
+  const auth::AuthResult r = a->authenticate(header);
+  if (!r.principal) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, r.error);
+  *tenant = r.principal->tenant;
+  return grpc::Status::OK;
+}
 
 grpc::Status GenerationService::check_model(const std::string& model) const {
   if (!model.empty() && model != state_->identity().id)
@@ -149,6 +164,8 @@ grpc::Status GenerationService::run(
   Engine* engine = state_->engine();
   if (engine == nullptr)
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  std::string tenant;
+  if (grpc::Status s = authenticate(ctx, &tenant); !s.ok()) return s;
   if (grpc::Status s = check_model(req.model()); !s.ok()) return s;
 
   Request r;
@@ -183,7 +200,7 @@ grpc::Status GenerationService::run(
   const policy::Policy* pol = nullptr;
   if (policy::PolicyStore* store = state_->policies()) {
     policies = store->current();
-    pol = &policies->for_tenant("default");  // tenants arrive with authentication
+    pol = &policies->for_tenant(tenant);
     const bool is_text = req.input_case() == v1::GenerateRequest::kText;
     const std::string text = is_text ? req.text() : state_->tokenizer()->decode(r.prompt_ids);
     policy::InputContext pctx;
@@ -219,6 +236,31 @@ grpc::Status GenerationService::run(
     const auto left = ctx->deadline() - std::chrono::system_clock::now();
     r.deadline = EngineClock::now() + std::chrono::duration_cast<EngineClock::duration>(left);
   }
+
+  // Per-tenant limits: reserve prompt + max tokens now; released with the actual counts.
+  auth::Limiter* limiter = state_->limiter();
+  auth::Ticket limit_ticket;
+  if (limiter != nullptr) {
+    const auth::Admission a =
+        limiter->admit(tenant, prompt_len, r.params.max_tokens, auth::LimitClock::now());
+    if (!a.status.ok()) {
+      if (auto secs = a.retry_after_seconds())
+        ctx->AddTrailingMetadata("retry-after", std::to_string(*secs));
+      return to_grpc(a.status);
+    }
+    limit_ticket = a.ticket;
+  }
+  int64_t completion_tokens = 0;
+  struct ReleaseOnExit {
+    auth::Limiter* limiter;
+    const auth::Ticket& ticket;
+    int prompt;
+    const int64_t& completion;
+    ~ReleaseOnExit() {
+      if (limiter != nullptr)
+        (void)limiter->release(ticket, prompt, completion, auth::LimitClock::now());
+    }
+  } release_limits{limiter, limit_ticket, prompt_len, completion_tokens};
 
   std::string why;
   if (!state_->admit(prompt_len, &why))
@@ -256,6 +298,7 @@ grpc::Status GenerationService::run(
       continue;
     }
     leave();
+    completion_tokens = out->usage.completion_tokens;
     if (out_filter) {
       out->new_token_ids.clear();
       out->logprobs.clear();
@@ -280,7 +323,7 @@ grpc::Status GenerationService::run(
       // find it in the ledger, also after kill -9).
       ledger::LedgerRow row;
       row.request_id = request_id;
-      row.tenant = "default";  // tenants arrive with authentication
+      row.tenant = tenant;
       row.model_id = state_->identity().id;
       row.model_revision = state_->identity().revision;
       row.prompt_tokens = out->usage.prompt_tokens;
@@ -298,7 +341,7 @@ grpc::Status GenerationService::run(
             "the usage ledger could not record the request: " + committed.message());
       }
     }
-    if (m != nullptr) record_metrics(*m, *out, &last_output, &first_token_seen);
+    if (m != nullptr) record_metrics(*m, *out, tenant, &last_output, &first_token_seen);
     if (out->finished && out->finish_reason == FinishReason::kError) error = out->error;
     if (!client_gone && !on_output(*out, request_id)) {
       client_gone = true;
@@ -372,8 +415,10 @@ grpc::Status GenerationService::Complete(grpc::ServerContext* ctx, const v1::Gen
   });
 }
 
-grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
+grpc::Status GenerationService::Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
                                          v1::TokenizeResponse* resp) {
+  std::string tenant;
+  if (grpc::Status s = authenticate(ctx, &tenant); !s.ok()) return s;
   if (state_->engine() == nullptr)
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   if (grpc::Status s = check_model(req->model()); !s.ok()) return s;
@@ -388,8 +433,11 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::Tokeniz
   return grpc::Status::OK;
 }
 
-grpc::Status GenerationService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* req,
+grpc::Status GenerationService::Detokenize(grpc::ServerContext* ctx,
+                                           const v1::DetokenizeRequest* req,
                                            v1::DetokenizeResponse* resp) {
+  std::string tenant;
+  if (grpc::Status s = authenticate(ctx, &tenant); !s.ok()) return s;
   if (state_->engine() == nullptr)
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
   if (grpc::Status s = check_model(req->model()); !s.ok()) return s;

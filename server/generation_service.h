@@ -27,9 +27,13 @@ class GenerationService final : public pagoda::v1::Generation::Service {
 
  private:
   // Runs one request; on_output sees every engine output (return false: the client is gone).
-  grpc::Status run(grpc::ServerContext* ctx, const pagoda::v1::GenerateRequest& req,
-                   const std::function<bool(const RequestOutput&, const std::string& request_id)>& on_output);
+  grpc::Status run(
+      grpc::ServerContext* ctx, const pagoda::v1::GenerateRequest& req,
+      const std::function<bool(const RequestOutput&, const std::string& request_id)>& on_output);
   grpc::Status check_model(const std::string& model) const;
+  // The caller's tenant from `authorization: Bearer KEY`, or "default" when the server has no
+  // keys file. UNAUTHENTICATED (never echoing what was sent) otherwise.
+  grpc::Status authenticate(grpc::ServerContext* ctx, std::string* tenant) const;
 
   ServerState* state_;
 };

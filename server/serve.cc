@@ -117,7 +117,26 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   if (config.threads > 0) ThreadPool::set_default_threads(config.threads);
 
+  // Keys: required to listen beyond loopback, unless explicitly waived.
+  std::unique_ptr<auth::Authenticator> authenticator;
+  std::unique_ptr<auth::Limiter> limiter;
+  if (!config.keys_file.empty()) {
+    StatusOr<auth::KeysFile> keys = auth::load_keys_file(config.keys_file);
+    if (!keys.ok()) {
+      std::fprintf(stderr, "pagoda serve: %s\n", keys.status().to_string().c_str());
+      return 2;
+    }
+    authenticator = std::make_unique<auth::Authenticator>(*keys);
+    limiter = std::make_unique<auth::Limiter>(keys->tenants);
+  } else if (auth::requires_keys(config.host) && !config.insecure_no_auth) {
+    std::fprintf(stderr,
+                 "pagoda serve: refusing to listen on %s without API keys: pass --keys-file FILE "
+                 "(server/auth/README.md), or --insecure-no-auth to serve anyone who can connect\n",
+                 config.host.c_str());
+    return 2;
+  }
   ServerState state(config);
+  state.set_auth(authenticator.get(), limiter.get());
   std::unique_ptr<ledger::Ledger> usage_ledger;
   if (!config.ledger_file.empty()) {
     StatusOr<std::unique_ptr<ledger::Ledger>> opened = ledger::Ledger::open(config.ledger_file);

@@ -33,12 +33,13 @@ const std::vector<std::string>& serve_flag_names() {
                                                  "metrics-host",
                                                  "metrics-port",
                                                  "policy-file",
-                                                 "ledger"};
+                                                 "ledger",
+                                                 "keys-file"};
   return names;
 }
 
 const std::vector<std::string>& serve_switch_names() {
-  static const std::vector<std::string> names = {};
+  static const std::vector<std::string> names = {"insecure-no-auth"};
   return names;
 }
 
@@ -58,9 +59,19 @@ Status yaml_to_args(const std::string& path, std::vector<std::string>* out) {
   if (root.IsNull()) return OkStatus();
   if (!root.IsMap()) return InvalidArgument("config " + path + ": must be a mapping of key: value");
   const auto& known = serve_flag_names();
+  const auto& switches = serve_switch_names();
   for (const auto& kv : root) {
     std::string key = kv.first.as<std::string>("");
     std::replace(key.begin(), key.end(), '_', '-');
+    if (std::find(switches.begin(), switches.end(), key) != switches.end()) {
+      const std::string v = kv.second.as<std::string>("");
+      if (v == "true") {
+        out->push_back("--" + key);
+      } else if (v != "false") {
+        return InvalidArgument("config " + path + ": key '" + key + "' must be true or false");
+      }
+      continue;
+    }
     if (std::find(known.begin(), known.end(), key) == known.end())
       return InvalidArgument("config " + path + ": unknown key '" + kv.first.as<std::string>("") +
                              "'");
@@ -170,6 +181,8 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
       get_double("stall-timeout", c.stall_timeout_seconds, 0.1, 86400, &c.stall_timeout_seconds));
   c.policy_file = pick("policy-file").get_string("policy-file", "");
   c.ledger_file = pick("ledger").get_string("ledger", "");
+  c.keys_file = pick("keys-file").get_string("keys-file", "");
+  c.insecure_no_auth = from_cli.has("insecure-no-auth") || from_file.has("insecure-no-auth");
   c.metrics_host = pick("metrics-host").get_string("metrics-host", c.metrics_host);
   PAGODA_RETURN_IF_ERROR(get_int("metrics-port", c.metrics_port, -1, 65535, &v));
   c.metrics_port = static_cast<int>(v);

@@ -25,7 +25,11 @@ struct ServeConfig {
   double stall_timeout_seconds = 60;   // work pending and no step for this long: NOT_SERVING
   // Prometheus /metrics, /healthz, /readyz over HTTP: -1 off, 0 any free port (printed).
   std::string policy_file;  // "" = no policy filters; reloaded on SIGHUP
-  std::string ledger_file;  // "" = no ledger; else SQLite (WAL), one row per finished request
+  std::string ledger_file;
+  // API keys (hashed) → tenants with limits. Required to listen on a non-loopback address
+  // unless insecure_no_auth.
+  std::string keys_file;
+  bool insecure_no_auth = false;  // "" = no ledger; else SQLite (WAL), one row per finished request
   std::string metrics_host = "127.0.0.1";
   int metrics_port = -1;
 };

@@ -12,6 +12,8 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "server/auth/authenticator.h"
+#include "server/auth/limits.h"
 #include "server/ledger/ledger.h"
 #include "server/metrics/pagoda_metrics.h"
 #include "server/policy/policy_config.h"
@@ -54,6 +56,13 @@ class ServerState {
   // Null when no ledger is configured. Set before serving starts.
   void set_ledger(ledger::Ledger* l) { ledger_ = l; }
   ledger::Ledger* ledger() const { return ledger_; }
+  // Null when no keys file is configured (then every caller is tenant "default").
+  void set_auth(auth::Authenticator* a, auth::Limiter* l) {
+    authenticator_ = a;
+    limiter_ = l;
+  }
+  auth::Authenticator* authenticator() const { return authenticator_; }
+  auth::Limiter* limiter() const { return limiter_; }
 
   bool draining() const { return draining_.load(); }
   void start_draining() { draining_.store(true); }
@@ -80,6 +89,8 @@ class ServerState {
   metrics::PagodaMetrics* metrics_ = nullptr;
   policy::PolicyStore* policies_ = nullptr;
   ledger::Ledger* ledger_ = nullptr;
+  auth::Authenticator* authenticator_ = nullptr;
+  auth::Limiter* limiter_ = nullptr;
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
