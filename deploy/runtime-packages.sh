@@ -3,7 +3,9 @@
 # (as ldd resolves them), one per line, sorted. deploy/Dockerfile runs it in its build stage on
 # `pagoda` and libpagoda_spm_shim.so, and its runtime stage installs exactly these packages, so
 # the runtime image carries the run-time libraries and none of the -dev packages, compilers or
-# test tools. Exits 1 when a library is missing or owned by no package.
+# test tools. Libraries of the CUDA toolkit (under /usr/local/cuda*, or the NVIDIA driver's)
+# are left out: the CUDA runtime base image provides them. Exits 1 when a library is missing or
+# owned by no package.
 #   deploy/runtime-packages.sh build/cli/pagoda build/tokenizer/libpagoda_spm_shim.so
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 EXECUTABLE_OR_LIBRARY..." >&2; exit 2; }
@@ -19,7 +21,10 @@ for bin in "$@"; do
   fi
   # Lines are "libx.so.N => /path (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)";
   # linux-vdso has no file.
-  while read -r path; do libs+=("$path"); done \
+  while read -r path; do
+    case "$(readlink -f "$path")" in /usr/local/cuda*) continue ;; esac
+    libs+=("$path")
+  done \
     < <(awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' <<<"$deps")
 done
 

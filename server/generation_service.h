@@ -41,4 +41,21 @@ class GenerationService final : public pagoda::v1::Generation::Service {
 // pagoda::Status → grpc::Status, keeping the message.
 grpc::Status to_grpc(const Status& s);
 
+// The caller from `authorization: Bearer KEY`: its tenant and whether its key is an admin key.
+// Without a keys file every caller is the non-admin tenant "default". UNAUTHENTICATED
+// (never echoing what was sent) otherwise.
+grpc::Status authenticate_caller(const ServerState& state, grpc::ServerContext* ctx,
+                                 std::string* tenant, bool* admin);
+
+// pagoda.v1.Admin: usage from the ledger, scoped to the caller's tenant (admins: any).
+class AdminService final : public pagoda::v1::Admin::Service {
+ public:
+  explicit AdminService(ServerState* state) : state_(state) {}
+  grpc::Status GetUsage(grpc::ServerContext* ctx, const pagoda::v1::GetUsageRequest* req,
+                        pagoda::v1::GetUsageResponse* resp) override;
+
+ private:
+  ServerState* state_;
+};
+
 }  // namespace pagoda

@@ -159,6 +159,7 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
     state.set_policies(policies.get());
   }
   GenerationService service(&state);
+  AdminService admin_service(&state);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -166,6 +167,7 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   const std::string address = config.host + ":" + std::to_string(config.port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&admin_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "pagoda serve: cannot listen on %s\n", address.c_str());

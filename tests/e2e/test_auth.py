@@ -13,6 +13,7 @@ import unittest
 from e2e_support import PagodaServer, ServerTestCase, grpc, pagoda_binary
 
 ACME_KEY = "pk-acme-e2e-secret"
+ADMIN_KEY = "pk-ops-admin-e2e-secret"
 GLOBEX_KEY = "pk-globex-e2e-secret"
 
 
@@ -35,6 +36,9 @@ tenants:
   - name: globex
     keys:
       - {{id: globex-1, hash: "{sha(GLOBEX_KEY)}"}}
+  - name: ops
+    keys:
+      - {{id: ops-admin, hash: "{sha(ADMIN_KEY)}", admin: true}}
 """)
         cls.ledger = os.path.join(cls.dir, "ledger.db")
         cls.SERVER_ARGS = ("--keys-file", keys, "--ledger", cls.ledger)
@@ -78,6 +82,24 @@ tenants:
         for r in done:
             self.assertEqual(rows.get(r.request_id), "acme")
         self.assertEqual(rows.get(g.request_id), "globex")
+
+        # The admin RPC: a tenant sees its own usage only; an admin key sees everyone's.
+        from pagoda_client._stubs import pb, pb_grpc
+        admin = pb_grpc.AdminStub(self.client.channel)
+        own = admin.GetUsage(pb.GetUsageRequest(), metadata=self.auth(ACME_KEY), timeout=30)
+        self.assertEqual({r.tenant for r in own.rows}, {"acme"})
+        self.assertEqual(own.totals.requests, len(own.rows))
+        self.assertEqual(own.totals.completion_tokens, sum(r.completion_tokens for r in own.rows))
+        self.assertTrue({r.request_id for r in done} <= {r.request_id for r in own.rows})
+        with self.assertRaises(grpc.RpcError) as cm:
+            admin.GetUsage(pb.GetUsageRequest(tenant="globex"), metadata=self.auth(ACME_KEY),
+                           timeout=30)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        everyone = admin.GetUsage(pb.GetUsageRequest(), metadata=self.auth(ADMIN_KEY), timeout=30)
+        self.assertTrue({"acme", "globex"} <= {r.tenant for r in everyone.rows})
+        just_globex = admin.GetUsage(pb.GetUsageRequest(tenant="globex"),
+                                     metadata=self.auth(ADMIN_KEY), timeout=30)
+        self.assertEqual({r.request_id for r in just_globex.rows}, {g.request_id})
 
 
 class ListenPolicyTest(unittest.TestCase):
