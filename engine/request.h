@@ -76,7 +76,8 @@ struct RequestOutput {
   Usage usage;
   RequestTimings timings;  // filled as they become known
   int num_preemptions = 0;
-  Status error;  // set when finish_reason == kError
+  Status error;          // set when finish_reason == kError
+  std::string trace_id;  // filled above the engine (the server's tracing), final message only
 };
 
 // A single-producer (engine loop), single-consumer queue of outputs for one request.

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/utf8.h"
+#include "server/request_trace.h"
 
 namespace pagoda {
 
@@ -214,18 +215,35 @@ grpc::Status GenerationService::run(
     grpc::ServerContext* ctx, const v1::GenerateRequest& req,
     const std::function<bool(const RequestOutput&, const std::string&)>& on_output) {
   const auto received = EngineClock::now();
-  const auto received_wall = std::chrono::system_clock::now();
   if (state_->draining())
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is draining");
   Engine* engine = state_->engine();
   if (engine == nullptr)
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading");
+  RequestTrace trace(state_->tracer(), ctx);
+  grpc::Status result = run_traced(ctx, req, on_output, received, &trace);
+  trace.fail(result);
+  return result;
+}
+
+grpc::Status GenerationService::run_traced(
+    grpc::ServerContext* ctx, const v1::GenerateRequest& req,
+    const std::function<bool(const RequestOutput&, const std::string&)>& on_output,
+    EngineClock::time_point received, RequestTrace* trace) {
+  Engine* engine = state_->engine();
   std::string tenant;
-  if (grpc::Status s = authenticate(ctx, &tenant); !s.ok()) return s;
+  {
+    RequestTrace::Stage span = trace->stage("auth");
+    if (grpc::Status s = authenticate(ctx, &tenant); !s.ok()) return s;
+  }
   if (grpc::Status s = check_model(req.model()); !s.ok()) return s;
 
+  const auto received_wall = std::chrono::system_clock::now() - (EngineClock::now() - received);
   Request r;
   r.arrival = received;
+  std::optional<RequestTrace::Stage> tokenize_span;
+  if (req.input_case() == v1::GenerateRequest::kText)
+    tokenize_span.emplace(trace->stage("tokenize"));
   switch (req.input_case()) {
     case v1::GenerateRequest::kText: {
       if (req.text().empty()) return invalid("text", "is empty");
@@ -248,6 +266,7 @@ grpc::Status GenerationService::run(
       break;
     default: return invalid("input", "set text or token_ids");
   }
+  tokenize_span.reset();
   // Policy (input): decided on the prompt text with its token count; a redacted prompt is
   // tokenized again. Token-id prompts are checked on their decoded text and can be blocked,
   // not redacted.
@@ -261,7 +280,15 @@ grpc::Status GenerationService::run(
     const std::string text = is_text ? req.text() : state_->tokenizer()->decode(r.prompt_ids);
     policy::InputContext pctx;
     pctx.prompt_tokens = static_cast<int64_t>(r.prompt_ids.size());
+    RequestTrace::Stage policy_span = trace->stage("policy.input");
     const policy::InputResult in = pol->filter_input(text, pctx);
+    if (tracing::Span* ps = policy_span.span()) {
+      for (const policy::Decision& d : in.decisions)
+        if (d.action != policy::Action::kAllow)
+          ps->add_event("policy.decision", {{"filter", d.filter},
+                                            {"action", std::string(policy::action_name(d.action))},
+                                            {"reason", d.reason}});
+    }
     if (const policy::Decision* block = in.block()) {
       const auto code = policy::block_status(*block) == policy::BlockStatus::kPermissionDenied
                             ? grpc::StatusCode::PERMISSION_DENIED
@@ -318,6 +345,7 @@ grpc::Status GenerationService::run(
     }
   } release_limits{limiter, limit_ticket, prompt_len, completion_tokens};
 
+  trace->set_request(r, state_->identity().id, tenant);
   std::string why;
   if (!state_->admit(prompt_len, &why))
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why);
@@ -373,6 +401,10 @@ grpc::Status GenerationService::run(
         for (const policy::Decision& d : out_filter->decisions())
           if (d.action != policy::Action::kAllow)
             policy_outcome = std::string(policy::action_name(d.action)) + ":" + d.reason;
+    }
+    if (out->finished) {
+      trace->finish(*out, policy_outcome);
+      out->trace_id = trace->trace_id();
     }
     if (out->finished && state_->ledger() != nullptr) {
       // The final response waits for its ledger row to be durable (a client that saw it can
@@ -445,6 +477,7 @@ void fill_chunk(const RequestOutput& out, const std::string& request_id, bool to
     w->set_total_seconds(seconds(t.queued, t.finished));
     resp->set_model_id(model.id);
     resp->set_model_revision(model.revision);
+    resp->set_trace_id(out.trace_id);
   }
 }
 

@@ -30,6 +30,10 @@ class GenerationService final : public pagoda::v1::Generation::Service {
   grpc::Status run(
       grpc::ServerContext* ctx, const pagoda::v1::GenerateRequest& req,
       const std::function<bool(const RequestOutput&, const std::string& request_id)>& on_output);
+  grpc::Status run_traced(
+      grpc::ServerContext* ctx, const pagoda::v1::GenerateRequest& req,
+      const std::function<bool(const RequestOutput&, const std::string& request_id)>& on_output,
+      EngineClock::time_point received, class RequestTrace* trace);
   grpc::Status check_model(const std::string& model) const;
   // The caller's tenant from `authorization: Bearer KEY`, or "default" when the server has no
   // keys file. UNAUTHENTICATED (never echoing what was sent) otherwise.

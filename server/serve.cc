@@ -16,6 +16,7 @@
 #include "server/generation_service.h"
 #include "server/metrics/http_server.h"
 #include "server/stall_detector.h"
+#include "server/tracing/otlp_exporter.h"
 
 namespace pagoda {
 
@@ -137,6 +138,23 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   }
   ServerState state(config);
   state.set_auth(authenticator.get(), limiter.get());
+  // Tracing: spans go to the collector from the exporter's own thread, never blocking serving.
+  std::unique_ptr<tracing::OtlpHttpExporter> exporter;
+  std::unique_ptr<tracing::Tracer> tracer;
+  if (!config.otlp_endpoint.empty()) {
+    tracing::OtlpExporterOptions options;
+    options.endpoint = config.otlp_endpoint;
+    StatusOr<std::unique_ptr<tracing::OtlpHttpExporter>> made =
+        tracing::OtlpHttpExporter::create(options);
+    if (!made.ok()) {
+      std::fprintf(stderr, "pagoda serve: --otlp-endpoint: %s\n",
+                   made.status().to_string().c_str());
+      return 2;
+    }
+    exporter = std::move(made).value();
+    tracer = std::make_unique<tracing::Tracer>(exporter.get(), config.trace_sample_ratio);
+    state.set_tracer(tracer.get());
+  }
   std::unique_ptr<ledger::Ledger> usage_ledger;
   if (!config.ledger_file.empty()) {
     StatusOr<std::unique_ptr<ledger::Ledger>> opened = ledger::Ledger::open(config.ledger_file);
@@ -294,6 +312,7 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   server->Wait();
   if (http) http->stop();
   if (usage_ledger) usage_ledger->close();  // flushes what is queued
+  if (exporter) exporter->shutdown(std::chrono::seconds(2));
   std::fprintf(stderr, "pagoda serve: stopped\n");
   return 0;
 }

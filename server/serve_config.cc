@@ -34,7 +34,9 @@ const std::vector<std::string>& serve_flag_names() {
                                                  "metrics-port",
                                                  "policy-file",
                                                  "ledger",
-                                                 "keys-file"};
+                                                 "keys-file",
+                                                 "otlp-endpoint",
+                                                 "trace-sample-ratio"};
   return names;
 }
 
@@ -182,6 +184,8 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
   c.policy_file = pick("policy-file").get_string("policy-file", "");
   c.ledger_file = pick("ledger").get_string("ledger", "");
   c.keys_file = pick("keys-file").get_string("keys-file", "");
+  c.otlp_endpoint = pick("otlp-endpoint").get_string("otlp-endpoint", "");
+  PAGODA_RETURN_IF_ERROR(get_double("trace-sample-ratio", 1.0, 0.0, 1.0, &c.trace_sample_ratio));
   c.insecure_no_auth = from_cli.has("insecure-no-auth") || from_file.has("insecure-no-auth");
   c.metrics_host = pick("metrics-host").get_string("metrics-host", c.metrics_host);
   PAGODA_RETURN_IF_ERROR(get_int("metrics-port", c.metrics_port, -1, 65535, &v));

@@ -29,6 +29,9 @@ struct ServeConfig {
   // API keys (hashed) → tenants with limits. Required to listen on a non-loopback address
   // unless insecure_no_auth.
   std::string keys_file;
+  // OTLP/HTTP JSON collector, e.g. http://127.0.0.1:4318/v1/traces; "" = tracing off.
+  std::string otlp_endpoint;
+  double trace_sample_ratio = 1.0;
   bool insecure_no_auth = false;  // "" = no ledger; else SQLite (WAL), one row per finished request
   std::string metrics_host = "127.0.0.1";
   int metrics_port = -1;

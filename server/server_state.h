@@ -18,6 +18,7 @@
 #include "server/metrics/pagoda_metrics.h"
 #include "server/policy/policy_config.h"
 #include "server/serve_config.h"
+#include "server/tracing/span.h"
 
 namespace pagoda {
 
@@ -63,6 +64,9 @@ class ServerState {
   }
   auth::Authenticator* authenticator() const { return authenticator_; }
   auth::Limiter* limiter() const { return limiter_; }
+  // Null when tracing is off. Set before serving starts.
+  void set_tracer(tracing::Tracer* t) { tracer_ = t; }
+  const tracing::Tracer* tracer() const { return tracer_; }
 
   bool draining() const { return draining_.load(); }
   void start_draining() { draining_.store(true); }
@@ -91,6 +95,7 @@ class ServerState {
   ledger::Ledger* ledger_ = nullptr;
   auth::Authenticator* authenticator_ = nullptr;
   auth::Limiter* limiter_ = nullptr;
+  tracing::Tracer* tracer_ = nullptr;
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
