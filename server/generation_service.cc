@@ -204,6 +204,29 @@ grpc::Status AdminService::GetUsage(grpc::ServerContext* ctx, const v1::GetUsage
   return grpc::Status::OK;
 }
 
+Status GenerationService::record_usage(const std::string& request_id, const std::string& tenant,
+                                       const Usage& usage, const std::string& finish_reason,
+                                       const std::string& policy_outcome,
+                                       std::chrono::system_clock::time_point received_wall) {
+  ledger::Ledger* l = state_->ledger();
+  if (l == nullptr) return OkStatus();
+  ledger::LedgerRow row;
+  row.request_id = request_id;
+  row.tenant = tenant;
+  row.model_id = state_->identity().id;
+  row.model_revision = state_->identity().revision;
+  row.prompt_tokens = usage.prompt_tokens;
+  row.completion_tokens = usage.completion_tokens;
+  row.cached_tokens = usage.cached_tokens;
+  row.finish_reason = finish_reason;
+  row.policy_outcome = policy_outcome;
+  row.received_unix_ms = unix_ms(received_wall);
+  row.finished_unix_ms = unix_ms(std::chrono::system_clock::now());
+  const Status committed = l->append(std::move(row))->wait();
+  if (committed.ok()) return committed;
+  return Unavailable("the usage ledger could not record the request: " + committed.message());
+}
+
 grpc::Status GenerationService::check_model(const std::string& model) const {
   if (!model.empty() && model != state_->identity().id)
     return invalid("model", "unknown model '" + model + "' (this server serves '" +
@@ -231,6 +254,7 @@ grpc::Status GenerationService::run_traced(
     const std::function<bool(const RequestOutput&, const std::string&)>& on_output,
     EngineClock::time_point received, RequestTrace* trace) {
   Engine* engine = state_->engine();
+  const std::string request_id = state_->next_request_id();
   std::string tenant;
   {
     RequestTrace::Stage span = trace->stage("auth");
@@ -293,6 +317,11 @@ grpc::Status GenerationService::run_traced(
       const auto code = policy::block_status(*block) == policy::BlockStatus::kPermissionDenied
                             ? grpc::StatusCode::PERMISSION_DENIED
                             : grpc::StatusCode::FAILED_PRECONDITION;
+      Usage usage;
+      usage.prompt_tokens = static_cast<int>(r.prompt_ids.size());
+      const Status recorded = record_usage(request_id, tenant, usage, "content_filter",
+                                           "block:" + block->reason, received_wall);
+      if (!recorded.ok()) return to_grpc(recorded);
       return grpc::Status(code, "policy " + pol->name() + ": " + block->reason + " (filter " +
                                     block->filter + ")" +
                                     (block->detail.empty() ? "" : ": " + block->detail));
@@ -359,7 +388,6 @@ grpc::Status GenerationService::run_traced(
     leave();
     return to_grpc(handle.status());
   }
-  const std::string request_id = state_->instance_id() + "-" + std::to_string(handle->id);
   state_->track(handle->id);
   bool client_gone = false;
   Status error;
@@ -409,24 +437,12 @@ grpc::Status GenerationService::run_traced(
     if (out->finished && state_->ledger() != nullptr) {
       // The final response waits for its ledger row to be durable (a client that saw it can
       // find it in the ledger, also after kill -9).
-      ledger::LedgerRow row;
-      row.request_id = request_id;
-      row.tenant = tenant;
-      row.model_id = state_->identity().id;
-      row.model_revision = state_->identity().revision;
-      row.prompt_tokens = out->usage.prompt_tokens;
-      row.completion_tokens = out->usage.completion_tokens;
-      row.cached_tokens = out->usage.cached_tokens;
-      row.finish_reason = finish_reason_name(out->finish_reason);
-      row.policy_outcome = policy_outcome;
-      row.received_unix_ms = unix_ms(received_wall);
-      row.finished_unix_ms = unix_ms(std::chrono::system_clock::now());
-      const Status committed = state_->ledger()->append(std::move(row))->wait();
+      const Status committed =
+          record_usage(request_id, tenant, out->usage, finish_reason_name(out->finish_reason),
+                       policy_outcome, received_wall);
       if (!committed.ok()) {
         state_->untrack(handle->id);
-        return grpc::Status(
-            grpc::StatusCode::UNAVAILABLE,
-            "the usage ledger could not record the request: " + committed.message());
+        return to_grpc(committed);
       }
     }
     if (m != nullptr) record_metrics(*m, *out, tenant, &last_output, &first_token_seen);

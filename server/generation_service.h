@@ -35,6 +35,10 @@ class GenerationService final : public pagoda::v1::Generation::Service {
       const std::function<bool(const RequestOutput&, const std::string& request_id)>& on_output,
       EngineClock::time_point received, class RequestTrace* trace);
   grpc::Status check_model(const std::string& model) const;
+  // One ledger row (when the server keeps a ledger); returns once it is durable.
+  Status record_usage(const std::string& request_id, const std::string& tenant, const Usage& usage,
+                      const std::string& finish_reason, const std::string& policy_outcome,
+                      std::chrono::system_clock::time_point received_wall);
   // The caller's tenant from `authorization: Bearer KEY`, or "default" when the server has no
   // keys file. UNAUTHENTICATED (never echoing what was sent) otherwise.
   grpc::Status authenticate(grpc::ServerContext* ctx, std::string* tenant) const;

@@ -37,6 +37,7 @@ class ServerState {
   const ServeConfig& config() const { return config_; }
   // Random per process: request ids are "<instance>-<n>", unique across restarts and replicas.
   const std::string& instance_id() const { return instance_id_; }
+  std::string next_request_id() { return instance_id_ + "-" + std::to_string(++request_counter_); }
   std::chrono::steady_clock::time_point started() const { return started_; }
 
   // Set once, after the model is loaded and warm; null before.
@@ -84,6 +85,7 @@ class ServerState {
  private:
   ServeConfig config_;
   std::string instance_id_ = make_instance_id();
+  std::atomic<uint64_t> request_counter_{0};
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::atomic<Engine*> engine_{nullptr};
   const Tokenizer* tokenizer_ = nullptr;

@@ -38,7 +38,8 @@ class PolicyTest(ServerTestCase):
         cls.path = os.path.join(cls.dir, "policy.yaml")
         with open(cls.path, "w") as f:
             f.write(POLICY)
-        cls.SERVER_ARGS = ("--policy-file", cls.path)
+        cls.ledger = os.path.join(cls.dir, "ledger.db")
+        cls.SERVER_ARGS = ("--policy-file", cls.path, "--ledger", cls.ledger)
         super().setUpClass()
 
     @classmethod
@@ -51,6 +52,13 @@ class PolicyTest(ServerTestCase):
                                   "The Dragon came to town", max_tokens=4)
         self.assertIn("deny_pattern", err.details())
         self.assertIn("dragons", err.details())
+        # The decision is in the ledger too.
+        import sqlite3
+        db = sqlite3.connect(self.ledger)
+        blocked = db.execute("SELECT count(*) FROM requests WHERE policy_outcome = "
+                             "'block:deny_pattern' AND finish_reason = 'content_filter'").fetchone()[0]
+        db.close()
+        self.assertGreaterEqual(blocked, 1)
 
     def test_1_input_length_limit_is_failed_precondition(self):
         err = self.assertRpcError(grpc.StatusCode.FAILED_PRECONDITION, self.client.complete,
@@ -67,6 +75,12 @@ class PolicyTest(ServerTestCase):
         chunks = list(self.client.generate("Once upon a time", max_tokens=40, temperature=0))
         text = "".join(c.text for c in chunks)
         self.assertEqual(finish_name(chunks[-1].finish_reason), "FINISH_REASON_CONTENT_FILTER")
+        import sqlite3
+        db = sqlite3.connect(self.ledger)
+        row = db.execute("SELECT finish_reason, policy_outcome FROM requests WHERE request_id = ?",
+                         (chunks[-1].request_id,)).fetchone()
+        db.close()
+        self.assertEqual(row, ("content_filter", "block:deny_pattern"))
         self.assertNotIn("Lily", text)
         # What was sent is the start of the story the model tells without the policy.
         self.assertTrue(", there was a little girl named".startswith(text.strip())
