@@ -55,15 +55,4 @@ grpc::Status to_grpc(const Status& s);
 grpc::Status authenticate_caller(const ServerState& state, grpc::ServerContext* ctx,
                                  std::string* tenant, bool* admin);
 
-// pagoda.v1.Admin: usage from the ledger, scoped to the caller's tenant (admins: any).
-class AdminService final : public pagoda::v1::Admin::Service {
- public:
-  explicit AdminService(ServerState* state) : state_(state) {}
-  grpc::Status GetUsage(grpc::ServerContext* ctx, const pagoda::v1::GetUsageRequest* req,
-                        pagoda::v1::GetUsageResponse* resp) override;
-
- private:
-  ServerState* state_;
-};
-
 }  // namespace pagoda

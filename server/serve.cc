@@ -13,6 +13,7 @@
 #include "core/thread_pool.h"
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
+#include "server/admin_service.h"
 #include "server/generation_service.h"
 #include "server/metrics/http_server.h"
 #include "server/stall_detector.h"
