@@ -1,5 +1,6 @@
 // CudaBackend: Backend on one CUDA device and one non-blocking stream. Every op is queued on
-// that stream; copies and synchronize() wait for it. Ops not written yet return Unimplemented.
+// that stream; copies and synchronize() wait for it. Each op validates its arguments and
+// queues its kernel through the launcher in launchers.h.
 #include "kernels/cuda/cuda_backend.h"
 
 #include <string>
@@ -10,10 +11,6 @@
 
 namespace pagoda {
 namespace {
-
-Status not_yet(const char* op) {
-  return Unimplemented(std::string("cuda ") + op + ": not yet implemented");
-}
 
 class CudaBackend final : public Backend {
  public:
@@ -56,22 +53,25 @@ class CudaBackend final : public Backend {
     return free_bytes;
   }
 
-  Status rms_norm(const RmsNormArgs& a) override {
-    cuda::ScopedDevice scoped(info_.index);
-    PAGODA_RETURN_IF_ERROR(scoped.status());
-    return cuda::rms_norm_cuda(a, stream_.get());
-  }
-
-  Status embedding(const EmbeddingArgs&) override { return not_yet("embedding"); }
-  Status matmul(const MatmulArgs&) override { return not_yet("matmul"); }
-  Status rope(const RopeArgs&) override { return not_yet("rope"); }
-  Status swiglu(const SwigluArgs&) override { return not_yet("swiglu"); }
-  Status add(const AddArgs&) override { return not_yet("add"); }
-  Status kv_write(const KvWriteArgs&) override { return not_yet("kv_write"); }
-  Status attention(const AttentionArgs&) override { return not_yet("attention"); }
-  Status gather_rows(const GatherRowsArgs&) override { return not_yet("gather_rows"); }
+  Status embedding(const EmbeddingArgs& a) override { return run(cuda::embedding_cuda, a); }
+  Status rms_norm(const RmsNormArgs& a) override { return run(cuda::rms_norm_cuda, a); }
+  Status matmul(const MatmulArgs& a) override { return run(cuda::matmul_cuda, a); }
+  Status rope(const RopeArgs& a) override { return run(cuda::rope_cuda, a); }
+  Status swiglu(const SwigluArgs& a) override { return run(cuda::swiglu_cuda, a); }
+  Status add(const AddArgs& a) override { return run(cuda::add_cuda, a); }
+  Status kv_write(const KvWriteArgs& a) override { return run(cuda::kv_write_cuda, a); }
+  Status attention(const AttentionArgs& a) override { return run(cuda::attention_cuda, a); }
+  Status gather_rows(const GatherRowsArgs& a) override { return run(cuda::gather_rows_cuda, a); }
 
  private:
+  // Makes this backend's device current and queues the op on its stream.
+  template <typename Args>
+  Status run(Status (*launcher)(const Args&, cudaStream_t), const Args& a) {
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    return launcher(a, stream_.get());
+  }
+
   cuda::DeviceInfo info_;
   cuda::Stream stream_;
   cuda::DeviceAllocator allocator_;

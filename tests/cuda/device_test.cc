@@ -123,12 +123,14 @@ TEST(CudaBackend, OutOfMemoryIsResourceExhausted) {
   EXPECT_TRUE(backend->synchronize().ok());
 }
 
-TEST(CudaBackend, UnwrittenOpsAreUnimplemented) {
+// Every op is dispatched; empty arguments are refused by the launchers, not the device.
+TEST(CudaBackend, EmptyArgumentsAreInvalidForEveryOp) {
   PAGODA_CUDA_BACKEND_OR_SKIP(backend);
-  const Status s = backend->matmul(MatmulArgs{});
-  EXPECT_EQ(s.code(), StatusCode::kUnimplemented);
-  EXPECT_EQ(s.message(), "cuda matmul: not yet implemented");
-  EXPECT_EQ(backend->attention(AttentionArgs{}).code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(backend->matmul(MatmulArgs{}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->attention(AttentionArgs{}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->embedding(EmbeddingArgs{}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->rope(RopeArgs{}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->kv_write(KvWriteArgs{}).code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

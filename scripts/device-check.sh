@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The one prepared command for a GPU machine (issue 6, DESIGN.md §5): makes the device build
+# (PAGODA_SERVER=OFF, PAGODA_CUDA=ON, architecture from the card), builds and runs the CUDA
+# tests, prints `nvidia-smi -L` and, last, a short table (also written to $OUT/device-check.md
+# when $OUT is set, with the logs beside it). Aims to finish in well under 8 minutes on an H100.
+#
+# The GPU machine has CUDA, CMake and ninja but no GoogleTest, nlohmann_json or network. Bring
+# them first, here:   scripts/vendor_googletest.sh        (fills the ignored third_party/)
+# then, from the session (device tool):
+#   run(command="bash scripts/device-check.sh", carry=["third_party"], timeout_s=540)
+# (carry ["third_party/googletest", "third_party/nlohmann_json"] is the same thing, spelled out.)
+#
+# NOTE: written without a GPU; never run on a GPU machine in the session that wrote it. The
+# configure and build steps were tried on a machine with nvcc 13 and no device.
+#
+# Still to add as they land (issue 6/7): the end-to-end GPU-vs-CPU checks and the benchmarks.
+# Environment: BUILD_DIR (default build-device), JOBS (default nproc), TEST_TIMEOUT_S (300).
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+build="${BUILD_DIR:-build-device}"
+jobs="${JOBS:-$(nproc)}"
+test_timeout="${TEST_TIMEOUT_S:-300}"
+logs="${OUT:-$build/logs}"
+mkdir -p "$build" "$logs"
+t_start=$(date +%s)
+
+declare -a rows=()
+row() { rows+=("| $1 | $2 |"); }
+elapsed() { echo "$(($(date +%s) - $1)) s"; }
+
+finish() {
+  {
+    echo "## pagoda device check — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "| step | result |"
+    echo "|---|---|"
+    printf '%s\n' "${rows[@]}"
+    echo "| total | $(elapsed "$t_start") |"
+  } >"$logs/device-check.md"
+  echo
+  cat "$logs/device-check.md"
+  exit "$1"
+}
+
+# ---- the card --------------------------------------------------------------------------
+echo "== nvidia-smi -L"
+nvidia-smi -L 2>&1 | tee "$logs/nvidia-smi.txt"
+card="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')"
+case "$cc" in
+  9.0) arch="90a" ;;
+  8.*) arch="80" ;;
+  "") arch="80;90a" ;;
+  *) arch="${cc/./}" ;;
+esac
+row card "${card:-none found} (compute capability ${cc:-?}, built for sm_${arch})"
+
+if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+row nvcc "$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'not found')"
+
+# ---- GoogleTest from third_party/ into a local prefix -------------------------------------
+prefix_path="$root/third_party/nlohmann_json"
+if [[ -f third_party/googletest/CMakeLists.txt ]]; then
+  t=$(date +%s)
+  gtest_prefix="$root/$build/_gtest"
+  if [[ ! -f "$gtest_prefix/lib/cmake/GTest/GTestConfig.cmake" ]]; then
+    echo "== building GoogleTest from third_party/googletest"
+    if cmake -S third_party/googletest -B "$build/_gtest_build" -G Ninja \
+      -DCMAKE_BUILD_TYPE=Release -DBUILD_GMOCK=OFF -DINSTALL_GTEST=ON \
+      -DCMAKE_INSTALL_PREFIX="$gtest_prefix" -DCMAKE_INSTALL_LIBDIR=lib >"$logs/gtest.log" 2>&1 &&
+      cmake --build "$build/_gtest_build" -j "$jobs" >>"$logs/gtest.log" 2>&1 &&
+      cmake --install "$build/_gtest_build" >>"$logs/gtest.log" 2>&1; then
+      row googletest "built from third_party ($(elapsed "$t"))"
+    else
+      tail -20 "$logs/gtest.log"
+      row googletest "FAILED to build (see gtest.log)"
+      finish 1
+    fi
+  else
+    row googletest "reused $build/_gtest"
+  fi
+  prefix_path="$gtest_prefix;$prefix_path"
+else
+  row googletest "no third_party/googletest (run scripts/vendor_googletest.sh, carry third_party)"
+fi
+
+# find_package(PkgConfig REQUIRED) in the top-level CMakeLists: without pkg-config (the GPU
+# machine may lack it) a stub that knows no package lets the configure go on (SentencePiece
+# then counts as absent, which the device build does not need).
+extra=()
+if ! command -v pkg-config >/dev/null; then
+  stub="$root/$build/pkg-config-stub"
+  printf '#!/bin/sh\n[ "$1" = "--version" ] && { echo 0.29.2; exit 0; }\nexit 1\n' >"$stub"
+  chmod +x "$stub"
+  extra+=("-DPKG_CONFIG_EXECUTABLE=$stub")
+fi
+
+# ---- configure and build ----------------------------------------------------------------
+echo "== configure ($build, sm_$arch)"
+t=$(date +%s)
+if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPAGODA_SERVER=OFF \
+  -DPAGODA_CUDA=ON -DPAGODA_BENCH=OFF -DPAGODA_TESTS=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+  -DCMAKE_PREFIX_PATH="$prefix_path" "${extra[@]}" >"$logs/configure.log" 2>&1; then
+  tail -30 "$logs/configure.log"
+  row configure "FAILED (see configure.log)"
+  finish 1
+fi
+row configure "ok ($(elapsed "$t"))"
+
+echo "== build pagoda_cuda_tests"
+t=$(date +%s)
+if ! timeout 360 cmake --build "$build" -j "$jobs" --target pagoda_cuda_tests \
+  >"$logs/build.log" 2>&1; then
+  grep -E "error|FAILED" "$logs/build.log" | head -30
+  row build "FAILED (see build.log)"
+  finish 1
+fi
+row build "ok ($(elapsed "$t"))"
+
+# ---- the CUDA tests ---------------------------------------------------------------------
+bin="$(find "$build/tests" -name pagoda_cuda_tests -type f -perm -u+x | head -1)"
+echo "== $bin"
+t=$(date +%s)
+timeout "$test_timeout" "$bin" --gtest_color=no --gtest_output="xml:$logs/cuda_tests.xml" \
+  >"$logs/cuda_tests.log" 2>&1
+rc=$?
+grep -E "^\[  FAILED  \]|Failure" "$logs/cuda_tests.log" | head -40
+passed="$(grep -c '^\[       OK \]' "$logs/cuda_tests.log")"
+failed="$(grep -c '^\[  FAILED  \] .*(' "$logs/cuda_tests.log")"
+skipped="$(grep -c '^\[  SKIPPED \] .*(' "$logs/cuda_tests.log")"
+status="ok"
+[[ $rc -eq 124 ]] && status="TIMED OUT after ${test_timeout} s"
+[[ $rc -ne 0 && $rc -ne 124 ]] && status="FAILED (exit $rc)"
+row "cuda tests" "$status: $passed passed, $failed failed, $skipped skipped ($(elapsed "$t"))"
+for suite in CudaMatmul CudaRmsNorm; do
+  p="$(grep -c "^\[       OK \] [A-Za-z0-9_/]*${suite}" "$logs/cuda_tests.log")"
+  f="$(grep -c "^\[  FAILED  \] [A-Za-z0-9_/]*${suite}.*(" "$logs/cuda_tests.log")"
+  row "  $suite*" "$p passed, $f failed"
+done
+[[ $rc -eq 0 ]] && finish 0
+finish 1

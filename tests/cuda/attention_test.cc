@@ -1,0 +1,303 @@
+// CUDA paged attention against its CPU twin (make_cpu_backend) on the same random inputs: a
+// ragged batch mixing decodes, prefill chunks with prior context, a full prefill and an empty
+// sequence; GQA 1/2/4/8; head_dim 8/64/128; block sizes 1/16/32; shuffled block tables;
+// contexts up to 1000 positions; f32 and bf16 activations over f32/f16/bf16 caches; outputs
+// poisoned and cache slots outside every context set to NaN. Plus batch invariance, out == q,
+// and argument checks (those also run without a device, on fake pointers).
+//
+// The tests call cuda::attention_cuda directly on the legacy default stream and synchronize the
+// device; the backend's copies are synchronous, so its data is in place before each launch.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/launchers.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace pagoda {
+namespace {
+
+using testing::DeviceTensor;
+using testing::download;
+using testing::encode;
+using testing::poison;
+using testing::random_values;
+using testing::upload;
+
+struct Seq {
+  int32_t seq_len;  // context length after this step
+  int32_t q_len;    // new tokens this step
+};
+
+// Decodes (one at position 0, one long), prefill chunks with prior context, a full prefill,
+// and a sequence with nothing to compute this step.
+const std::vector<Seq> kMixedBatch = {{1, 1},   {37, 1},  {300, 17}, {1000, 1}, {50, 0},
+                                      {24, 24}, {777, 5}, {65, 33},  {129, 1}};
+
+// A ragged batch on the host: inputs as float values (already rounded to their dtypes).
+struct Batch {
+  int64_t T = 0, H = 0, KV = 0, D = 0, block_size = 0, num_blocks = 0, max_blocks = 0;
+  std::vector<float> q, k_cache, v_cache;
+  std::vector<int32_t> tables, seq_lens, query_start;
+};
+
+Batch make_batch(const std::vector<Seq>& seqs, int64_t H, int64_t KV, int64_t D, int64_t bs,
+                 DType act, DType cache, std::mt19937& rng) {
+  Batch b;
+  b.H = H, b.KV = KV, b.D = D, b.block_size = bs;
+  b.query_start.push_back(0);
+  int64_t total_blocks = 0;
+  for (const Seq& s : seqs) {
+    const int64_t blocks = (s.seq_len + bs - 1) / bs;
+    total_blocks += blocks;
+    b.max_blocks = std::max(b.max_blocks, blocks + 2);  // spare entries stay -1
+    b.seq_lens.push_back(s.seq_len);
+    b.query_start.push_back(b.query_start.back() + s.q_len);
+  }
+  b.T = b.query_start.back();
+  b.num_blocks = total_blocks + 5;  // some blocks belong to nobody
+  std::vector<int32_t> perm(b.num_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  b.tables.assign(seqs.size() * b.max_blocks, -1);
+  const int64_t token = KV * D;
+  b.k_cache = random_values(b.num_blocks * bs * token, cache, rng);
+  b.v_cache = random_values(b.num_blocks * bs * token, cache, rng);
+  std::vector<bool> used(b.num_blocks * bs, false);
+  int64_t next = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    for (int64_t p = 0; p < seqs[i].seq_len; ++p) {
+      if (p % bs == 0) b.tables[i * b.max_blocks + p / bs] = perm[next++];
+      used[b.tables[i * b.max_blocks + p / bs] * bs + p % bs] = true;
+    }
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t slot = 0; slot < b.num_blocks * bs; ++slot) {
+    if (used[slot]) continue;
+    std::fill_n(b.k_cache.begin() + slot * token, token, nan);
+    std::fill_n(b.v_cache.begin() + slot * token, token, nan);
+  }
+  b.q = random_values(b.T * H * D, act, rng);
+  return b;
+}
+
+// The CPU backend's answer (q in f32 holding the activation-dtype values).
+std::vector<float> cpu_attention(const Batch& b, DType cache, float scale) {
+  auto cpu = make_cpu_backend(2);
+  std::vector<float> q = b.q;
+  std::vector<uint8_t> k = encode(b.k_cache, cache), v = encode(b.v_cache, cache);
+  std::vector<int32_t> tables = b.tables, seq_lens = b.seq_lens, qs = b.query_start;
+  std::vector<float> out(b.q.size(), std::numeric_limits<float>::quiet_NaN());
+  const int64_t B = static_cast<int64_t>(seq_lens.size());
+  AttentionArgs a;
+  a.q = TensorView(q.data(), DType::kF32, {b.T, b.H, b.D});
+  a.k_cache = TensorView(k.data(), cache, {b.num_blocks, b.block_size, b.KV, b.D});
+  a.v_cache = TensorView(v.data(), cache, {b.num_blocks, b.block_size, b.KV, b.D});
+  a.block_tables = TensorView(tables.data(), DType::kI32, {B, b.max_blocks});
+  a.seq_lens = TensorView(seq_lens.data(), DType::kI32, {B});
+  a.query_start = TensorView(qs.data(), DType::kI32, {B + 1});
+  a.out = TensorView(out.data(), DType::kF32, {b.T, b.H, b.D});
+  a.scale = scale;
+  const Status s = cpu->attention(a);
+  EXPECT_TRUE(s.ok()) << s.to_string();
+  return out;
+}
+
+std::vector<float> as_float(const std::vector<int32_t>& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
+
+// The device's answer; out_is_q runs it in place (out == q).
+std::vector<float> gpu_attention(Backend& backend, const Batch& b, DType act, DType cache,
+                                 float scale, bool out_is_q = false) {
+  const int64_t B = static_cast<int64_t>(b.seq_lens.size());
+  DeviceTensor q = upload(backend, b.q, act, {b.T, b.H, b.D});
+  DeviceTensor k = upload(backend, b.k_cache, cache, {b.num_blocks, b.block_size, b.KV, b.D});
+  DeviceTensor v = upload(backend, b.v_cache, cache, {b.num_blocks, b.block_size, b.KV, b.D});
+  DeviceTensor tables = upload(backend, as_float(b.tables), DType::kI32, {B, b.max_blocks});
+  DeviceTensor seq_lens = upload(backend, as_float(b.seq_lens), DType::kI32, {B});
+  DeviceTensor qs = upload(backend, as_float(b.query_start), DType::kI32, {B + 1});
+  DeviceTensor out = upload(backend, b.q, act, {b.T, b.H, b.D});
+  if (!out_is_q) poison(backend, out.view);
+  const TensorView& out_view = out_is_q ? q.view : out.view;
+  const Status s = cuda::attention_cuda(
+      {q.view, k.view, v.view, tables.view, seq_lens.view, qs.view, out_view, scale}, nullptr);
+  EXPECT_TRUE(s.ok()) << s.to_string();
+  const Status sync = PAGODA_CUDA_STATUS(cudaDeviceSynchronize());
+  EXPECT_TRUE(sync.ok()) << sync.to_string();
+  return download(backend, out_view);
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, DType act,
+                  const std::string& what) {
+  // Both sides compute in f32 from the same values (the cache dtype only changes what is
+  // stored), so f32 outputs agree near 1e-5 relative to V's O(1) scale; bf16 outputs carry one
+  // rounding (2^-9 relative) on top: 1e-2.
+  const bool f32 = act == DType::kF32;
+  const double rtol = f32 ? 1e-5 : 1e-2;
+  const double atol = f32 ? 1e-5 : 1e-2;
+  ASSERT_EQ(got.size(), want.size());
+  int bad = 0;
+  for (size_t i = 0; i < got.size() && bad < 5; ++i) {
+    const double tol = atol + rtol * std::fabs(want[i]);
+    if (!(std::fabs(double{got[i]} - want[i]) <= tol)) {  // NaN (poison, bad read) fails too
+      ADD_FAILURE() << what << ": element " << i << " got " << got[i] << " want " << want[i];
+      ++bad;
+    }
+  }
+}
+
+// gqa ratio, head_dim, block_size, activation dtype, cache dtype
+using Param = std::tuple<int64_t, int64_t, int64_t, DType, DType>;
+
+class CudaAttentionTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(CudaAttentionTest, MatchesCpu) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  const auto [ratio, D, bs, act, cache] = GetParam();
+  constexpr int64_t kKv = 2;
+  std::mt19937 rng(static_cast<uint32_t>(ratio * 1000 + D * 10 + bs));
+  const Batch b = make_batch(kMixedBatch, kKv * ratio, kKv, D, bs, act, cache, rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const std::vector<float> want = cpu_attention(b, cache, scale);
+  expect_close(gpu_attention(*backend, b, act, cache, scale), want, act, "out");
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  const auto [ratio, D, bs, act, cache] = info.param;
+  return "gqa" + std::to_string(ratio) + "_hd" + std::to_string(D) + "_bs" + std::to_string(bs) +
+         "_" + dtype_name(act) + "_cache" + dtype_name(cache);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sweep, CudaAttentionTest,
+    ::testing::Combine(::testing::Values(1, 2, 4, 8), ::testing::Values(8, 64, 128),
+                       ::testing::Values(1, 16, 32), ::testing::Values(DType::kF32, DType::kBF16),
+                       ::testing::Values(DType::kF32, DType::kF16, DType::kBF16)),
+    param_name);
+
+// head_dim 256 (the largest supported) and an odd one, f32 and bf16.
+TEST(CudaAttention, LargeAndOddHeadDims) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  std::mt19937 rng(3);
+  for (const int64_t D : {256, 80, 3}) {
+    for (const DType t : {DType::kF32, DType::kBF16}) {
+      const Batch b = make_batch(kMixedBatch, 4, 1, D, 16, t, t, rng);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+      expect_close(gpu_attention(*backend, b, t, t, scale), cpu_attention(b, t, scale), t,
+                   "head_dim " + std::to_string(D) + " " + dtype_name(t));
+    }
+  }
+}
+
+// A sequence's rows do not depend on the rest of the batch (bit-identical), and out == q works.
+TEST(CudaAttention, BatchInvariantAndInPlace) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  std::mt19937 rng(9);
+  const DType t = DType::kBF16;
+  const Batch full = make_batch(kMixedBatch, 8, 2, 64, 16, t, t, rng);
+  const std::vector<float> batched = gpu_attention(*backend, full, t, t, 0.125f);
+  expect_close(gpu_attention(*backend, full, t, t, 0.125f, /*out_is_q=*/true), batched, t,
+               "out == q");
+  // Sequence 2 alone: the same cache and table row, its own rows of q.
+  Batch alone = full;
+  const int64_t row0 = full.query_start[2], rows = full.query_start[3] - row0;
+  const int64_t width = full.H * full.D;
+  alone.T = rows;
+  alone.q.assign(full.q.begin() + row0 * width, full.q.begin() + (row0 + rows) * width);
+  alone.tables.assign(full.tables.begin() + 2 * full.max_blocks,
+                      full.tables.begin() + 3 * full.max_blocks);
+  alone.seq_lens = {full.seq_lens[2]};
+  alone.query_start = {0, static_cast<int32_t>(rows)};
+  EXPECT_EQ(
+      gpu_attention(*backend, alone, t, t, 0.125f),
+      std::vector<float>(batched.begin() + row0 * width, batched.begin() + (row0 + rows) * width));
+}
+
+// Argument checks happen before any device work, so these run in CI too. The pointers are
+// fake and never dereferenced.
+class CudaAttentionArgsTest : public ::testing::Test {
+ protected:
+  static void* fake(uintptr_t p) { return reinterpret_cast<void*>(p); }
+  static constexpr Device kCuda = Device::kCuda;
+  // T = 6, H = 8, KV = 2, head_dim 64, 10 blocks of 16, B = 3, 4 blocks per sequence.
+  AttentionArgs good() const {
+    AttentionArgs a;
+    a.q = TensorView(fake(0x100000), DType::kBF16, {6, 8, 64}, kCuda);
+    a.k_cache = TensorView(fake(0x200000), DType::kBF16, {10, 16, 2, 64}, kCuda);
+    a.v_cache = TensorView(fake(0x300000), DType::kBF16, {10, 16, 2, 64}, kCuda);
+    a.block_tables = TensorView(fake(0x400000), DType::kI32, {3, 4}, kCuda);
+    a.seq_lens = TensorView(fake(0x500000), DType::kI32, {3}, kCuda);
+    a.query_start = TensorView(fake(0x600000), DType::kI32, {4}, kCuda);
+    a.out = TensorView(fake(0x700000), DType::kBF16, {6, 8, 64}, kCuda);
+    a.scale = 0.125f;
+    return a;
+  }
+
+  template <typename Edit>
+  void expect_invalid(Edit edit, const std::string& needle) {
+    AttentionArgs a = good();
+    edit(a);
+    const Status s = cuda::attention_cuda(a, nullptr);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << needle << ": " << s.to_string();
+    EXPECT_NE(s.message().find("attention"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+  }
+};
+
+TEST_F(CudaAttentionArgsTest, BadArgumentsAreInvalidArgument) {
+  using A = AttentionArgs;
+  expect_invalid([](A& a) { a.q.dtype = a.out.dtype = DType::kF16; }, "q");
+  expect_invalid([](A& a) { a.out.dtype = DType::kF32; }, "out");
+  expect_invalid([](A& a) { a.q.ndim = 2; }, "q");
+  expect_invalid([](A& a) { a.k_cache.dtype = a.v_cache.dtype = DType::kI32; }, "k_cache");
+  expect_invalid([](A& a) { a.v_cache.dtype = DType::kF32; }, "v_cache");
+  expect_invalid([](A& a) { a.k_cache.ndim = 3; }, "k_cache");
+  expect_invalid([](A& a) { a.v_cache.shape[1] = 32; }, "v_cache");
+  expect_invalid([](A& a) { a.k_cache.shape[2] = a.v_cache.shape[2] = 3; }, "n_kv_heads");
+  expect_invalid([](A& a) { a.k_cache.shape[3] = a.v_cache.shape[3] = 32; }, "head_dim");
+  expect_invalid([](A& a) { a.k_cache.shape[1] = a.v_cache.shape[1] = 0; }, "block_size");
+  expect_invalid([](A& a) { a.q.shape[2] = a.out.shape[2] = 512; }, "head_dim");
+  expect_invalid([](A& a) { a.out.shape[0] = 5; }, "out");
+  expect_invalid([](A& a) { a.block_tables.shape[0] = 2; }, "block_tables");
+  expect_invalid([](A& a) { a.block_tables.dtype = DType::kF32; }, "block_tables");
+  expect_invalid([](A& a) { a.seq_lens.dtype = DType::kBF16; }, "seq_lens");
+  expect_invalid([](A& a) { a.query_start.shape[0] = 3; }, "query_start");
+  expect_invalid([](A& a) { a.query_start.ndim = 2; }, "query_start");
+  expect_invalid(
+      [](A& a) {
+        a.seq_lens.shape[0] = a.block_tables.shape[0] = 0;
+        a.query_start.shape[0] = 1;
+      },
+      "B = 0");
+  expect_invalid([](A& a) { a.scale = std::numeric_limits<float>::infinity(); }, "scale");
+  expect_invalid([](A& a) { a.scale = std::numeric_limits<float>::quiet_NaN(); }, "scale");
+  expect_invalid([](A& a) { a.seq_lens.device = Device::kCpu; }, "seq_lens");
+  expect_invalid([](A& a) { a.out.device = Device::kCpu; }, "cuda device");
+  expect_invalid([](A& a) { a.k_cache.data = nullptr; }, "null");
+  expect_invalid([](A& a) { a.out.data = static_cast<char*>(a.q.data) + 2; }, "out");
+  expect_invalid([](A& a) { a.out.data = static_cast<char*>(a.k_cache.data) + 64; }, "k_cache");
+  expect_invalid([](A& a) { a.out.data = a.v_cache.data; }, "v_cache");
+}
+
+TEST_F(CudaAttentionArgsTest, EmptyBatchIsANoOpWithoutTouchingTheDevice) {
+  AttentionArgs a = good();
+  a.q.shape[0] = a.out.shape[0] = 0;
+  EXPECT_TRUE(cuda::attention_cuda(a, nullptr).ok());
+  a = good();
+  a.q = a.out = TensorView(nullptr, DType::kF32, {0, 8, 64}, kCuda);
+  EXPECT_TRUE(cuda::attention_cuda(a, nullptr).ok());
+}
+
+}  // namespace
+}  // namespace pagoda
