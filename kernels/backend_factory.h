@@ -8,8 +8,9 @@
 
 namespace pagoda {
 
-// device: "cpu" or "cuda" / "cuda:N". num_threads applies to the CPU (<= 0: all cores).
-// A CUDA request in a build without CUDA, or on a machine without a device, is a clear error.
+// device: "cpu", or "cuda[:N][/f32|/bf16]" (device index, activation dtype; default bf16).
+// num_threads applies to the CPU (<= 0: all cores). A CUDA request in a build without CUDA, or on a
+// machine without a device, is a clear error.
 StatusOr<std::unique_ptr<Backend>> make_backend(const std::string& device, int num_threads);
 
 // True when this build includes the CUDA backend.

@@ -45,10 +45,26 @@ Status ForwardBatch::validate(int block_size, int num_blocks) const {
   return OkStatus();
 }
 
+TensorView convert_tensor(const TensorView& src, DType to, HostBuffer* storage) {
+  const size_t n = static_cast<size_t>(src.numel());
+  *storage = HostBuffer(n * dtype_size(to));
+  for (size_t i = 0; i < n; ++i)
+    store_from_f32(storage->data(), to, i, load_as_f32(src.data, src.dtype, i));
+  TensorView out = src;
+  out.data = storage->data();
+  out.dtype = to;
+  return out;
+}
+
 StatusOr<TensorView> LlamaModel::place(const LoadedModel& loaded, const std::string& name,
                                        std::initializer_list<int64_t> shape) {
   PAGODA_ASSIGN_OR_RETURN(TensorView host, loaded.weights.get(name, shape));
   if (backend_->device() == Device::kCpu) return host;  // zero-copy: mmap'd or owned by `loaded`
+  // Matrices travel in the activation dtype (the GPU GEMMs take one dtype for both operands);
+  // vectors (norm weights, biases) keep theirs. Converted once, here, on the host.
+  HostBuffer converted;
+  if (host.ndim == 2 && host.dtype != backend_->activation_dtype())
+    host = convert_tensor(host, backend_->activation_dtype(), &converted);
   PAGODA_ASSIGN_OR_RETURN(DeviceBuffer buf, backend_->allocate(host.nbytes()));
   PAGODA_RETURN_IF_ERROR(backend_->copy_from_host(buf.data(), host.data, host.nbytes()));
   TensorView dev = host;

@@ -29,6 +29,10 @@ struct ForwardBatch {
   Status validate(int block_size, int num_blocks) const;
 };
 
+// A host copy of `src` (any float dtype) in dtype `to`, rounded to nearest even; `storage`
+// owns the memory the result points into.
+TensorView convert_tensor(const TensorView& src, DType to, HostBuffer* storage);
+
 class LlamaModel {
  public:
   // Takes the weights from `loaded` (uploads them, or on the CPU uses them in place: then

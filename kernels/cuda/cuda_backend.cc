@@ -14,8 +14,11 @@ namespace {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(cuda::DeviceInfo info, cuda::Stream stream)
-      : info_(std::move(info)), stream_(std::move(stream)), allocator_(info_.index) {}
+  CudaBackend(cuda::DeviceInfo info, cuda::Stream stream, DType activations)
+      : info_(std::move(info)),
+        stream_(std::move(stream)),
+        allocator_(info_.index),
+        activations_(activations) {}
 
   ~CudaBackend() override {
     cuda::ScopedDevice scoped(info_.index);
@@ -24,7 +27,7 @@ class CudaBackend final : public Backend {
 
   Device device() const override { return Device::kCuda; }
   std::string name() const override { return info_.describe(); }
-  DType activation_dtype() const override { return DType::kBF16; }
+  DType activation_dtype() const override { return activations_; }
 
   StatusOr<DeviceBuffer> allocate(size_t bytes) override {
     return allocator_.allocate(bytes, stream_.get());
@@ -75,6 +78,7 @@ class CudaBackend final : public Backend {
   cuda::DeviceInfo info_;
   cuda::Stream stream_;
   cuda::DeviceAllocator allocator_;
+  DType activations_;
 };
 
 }  // namespace
@@ -83,14 +87,17 @@ bool cuda_device_available() {
   return cuda::device_count().ok();
 }
 
-StatusOr<std::unique_ptr<Backend>> make_cuda_backend(int device_index) {
+StatusOr<std::unique_ptr<Backend>> make_cuda_backend(int device_index, DType activations) {
+  if (activations != DType::kBF16 && activations != DType::kF32)
+    return InvalidArgument(std::string("cuda: activations must be bf16 or f32, not ") +
+                           dtype_name(activations));
   PAGODA_ASSIGN_OR_RETURN(cuda::DeviceInfo info, cuda::device_info(device_index));
   if (info.cc_major < 8) {
     return FailedPrecondition("cuda: " + info.describe() +
                               " is too old: pagoda needs compute capability 8.0 or newer (bf16)");
   }
   PAGODA_ASSIGN_OR_RETURN(cuda::Stream stream, cuda::Stream::create(device_index));
-  return std::unique_ptr<Backend>(new CudaBackend(std::move(info), std::move(stream)));
+  return std::unique_ptr<Backend>(new CudaBackend(std::move(info), std::move(stream), activations));
 }
 
 }  // namespace pagoda

@@ -14,10 +14,12 @@ namespace pagoda {
 // device or any runtime error gives false.
 bool cuda_device_available();
 
-// A Backend running on CUDA device `device_index` (activations bf16, f32 accumulation) with its
-// own stream. No device or no driver → FailedPrecondition "no CUDA device: ...";
-// an index out of range → InvalidArgument. Not thread-safe: one caller thread at a time (any
-// thread; each call makes its device current).
-StatusOr<std::unique_ptr<Backend>> make_cuda_backend(int device_index = 0);
+// A Backend running on CUDA device `device_index` (activations bf16 by default, or f32 — the
+// dtype the stories260K reference needs — with f32 accumulation either way) with its own stream. No
+// device or no driver → FailedPrecondition "no CUDA device: ..."; an index out of range →
+// InvalidArgument. Not thread-safe: one caller thread at a time (any thread; each call makes its
+// device current).
+StatusOr<std::unique_ptr<Backend>> make_cuda_backend(int device_index = 0,
+                                                     DType activations = DType::kBF16);
 
 }  // namespace pagoda
