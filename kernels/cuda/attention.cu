@@ -39,6 +39,7 @@
 #include <limits>
 #include <string>
 
+#include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace pagoda::cuda {
@@ -50,27 +51,6 @@ constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kMaxHeadDim = 256;
 constexpr int kDimsPerThread = kMaxHeadDim / kThreads;
 constexpr int kMaxGridY = 65535;
-
-__device__ __forceinline__ float to_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float to_f32(__half v) {
-  return __half2float(v);
-}
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 struct MaxOp {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
@@ -217,16 +197,6 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
 
 Status arg_error(const char* arg, const std::string& what) {
   return InvalidArgument(std::string("attention: ") + arg + " " + what);
-}
-
-bool overlaps(const TensorView& a, const TensorView& b) {
-  const auto* a0 = static_cast<const char*>(a.data);
-  const auto* b0 = static_cast<const char*>(b.data);
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
-bool is_float(DType t) {
-  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
 }
 
 Status check_rank(const char* arg, const TensorView& v, int ndim, const char* layout) {

@@ -18,33 +18,13 @@
 #include <limits>
 #include <string>
 
+#include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace pagoda::cuda {
 namespace {
 
 constexpr int kMaxThreads = 256;
-
-__device__ __forceinline__ float to_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float to_f32(__half v) {
-  return __half2float(v);
-}
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // grid: [T], block: [threads].
 template <typename W, typename Act>
@@ -83,20 +63,6 @@ Status dispatch_table(const EmbeddingArgs& a, int tokens, int dim, cudaStream_t 
   }
 }
 
-Status check_on_cuda(const char* name, const TensorView& t) {
-  if (t.device != Device::kCuda) {
-    return InvalidArgument(std::string("embedding: ") + name + " must be on the cuda device, got " +
-                           t.describe() + " on the cpu");
-  }
-  return OkStatus();
-}
-
-bool overlaps(const TensorView& a, const TensorView& b) {
-  const auto* a0 = static_cast<const char*>(a.data);
-  const auto* b0 = static_cast<const char*>(b.data);
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
 Status check_args(const EmbeddingArgs& a) {
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   if (a.table.ndim != 2) {
@@ -128,9 +94,9 @@ Status check_args(const EmbeddingArgs& a) {
   if (a.out.dtype != DType::kF32 && a.out.dtype != DType::kBF16) {
     return InvalidArgument("embedding: out dtype must be f32 or bf16, got " + a.out.describe());
   }
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("table", a.table));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("token_ids", a.token_ids));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("out", a.out));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("embedding", "table", a.table));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("embedding", "token_ids", a.token_ids));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("embedding", "out", a.out));
   if (tokens == 0) return OkStatus();
   if (a.table.empty() || a.token_ids.empty() || a.out.empty()) {
     return InvalidArgument("embedding: table, token_ids and out need data (got a null pointer)");

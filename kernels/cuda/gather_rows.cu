@@ -16,6 +16,7 @@
 #include <limits>
 #include <string>
 
+#include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace pagoda::cuda {
@@ -61,20 +62,6 @@ Status launch(const GatherRowsArgs& a, int num_rows, int dim, cudaStream_t strea
   return OkStatus();
 }
 
-Status check_on_cuda(const char* name, const TensorView& t) {
-  if (t.device != Device::kCuda) {
-    return InvalidArgument(std::string("gather_rows: ") + name +
-                           " must be on the cuda device, got " + t.describe() + " on the cpu");
-  }
-  return OkStatus();
-}
-
-bool overlaps(const TensorView& a, const TensorView& b) {
-  const auto* a0 = static_cast<const char*>(a.data);
-  const auto* b0 = static_cast<const char*>(b.data);
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
 Status check_args(const GatherRowsArgs& a) {
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   if (a.src.ndim != 2) {
@@ -101,9 +88,9 @@ Status check_args(const GatherRowsArgs& a) {
                            std::to_string(dim) + "] " + dtype_name(a.src.dtype) + ", got " +
                            a.out.describe());
   }
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("src", a.src));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("rows", a.rows));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("out", a.out));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("gather_rows", "src", a.src));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("gather_rows", "rows", a.rows));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("gather_rows", "out", a.out));
   if (num_rows == 0) return OkStatus();
   if (num_src == 0) {
     return InvalidArgument("gather_rows: rows is not empty but src has no rows (T = 0)");

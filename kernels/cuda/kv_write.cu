@@ -24,34 +24,13 @@
 #include <limits>
 #include <string>
 
+#include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace pagoda::cuda {
 namespace {
 
 constexpr int kMaxThreads = 256;
-
-__device__ __forceinline__ float to_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // grid: [T], block: [threads]. row = n_kv_heads * head_dim.
 template <typename Act, typename C>
@@ -90,20 +69,6 @@ Status dispatch_cache(const KvWriteArgs& a, int tokens, int row, int64_t num_slo
     case DType::kBF16: return launch<Act, __nv_bfloat16>(a, tokens, row, num_slots, stream);
     default: return InvalidArgument("kv_write: unsupported cache dtype");
   }
-}
-
-Status check_on_cuda(const char* name, const TensorView& t) {
-  if (t.device != Device::kCuda) {
-    return InvalidArgument(std::string("kv_write: ") + name + " must be on the cuda device, got " +
-                           t.describe() + " on the cpu");
-  }
-  return OkStatus();
-}
-
-bool overlaps(const TensorView& a, const TensorView& b) {
-  const auto* a0 = static_cast<const char*>(a.data);
-  const auto* b0 = static_cast<const char*>(b.data);
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
 Status check_args(const KvWriteArgs& a) {
@@ -150,11 +115,11 @@ Status check_args(const KvWriteArgs& a) {
                              ", got " + a.v_cache.describe());
     }
   }
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("k", a.k));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("v", a.v));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("slot_mapping", a.slot_mapping));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("k_cache", a.k_cache));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("v_cache", a.v_cache));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("kv_write", "k", a.k));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("kv_write", "v", a.v));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("kv_write", "slot_mapping", a.slot_mapping));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("kv_write", "k_cache", a.k_cache));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("kv_write", "v_cache", a.v_cache));
   if (tokens == 0) return OkStatus();
   if (a.k.empty() || a.v.empty() || a.slot_mapping.empty() ||
       (a.k_cache.shape[0] > 0 && (a.k_cache.empty() || a.v_cache.empty()))) {

@@ -40,6 +40,7 @@
 #include <string>
 #include <tuple>
 
+#include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace pagoda::cuda {
@@ -47,26 +48,6 @@ namespace {
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // what NVIDIA recommends for Hopper
 constexpr size_t kMaxPlans = 4096;             // cleared (not evicted one by one) beyond this
-
-__device__ __forceinline__ float to_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float to_f32(__half v) {
-  return __half2float(v);
-}
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // out[t, n] = act(out[t, n] + bias[n]) for the T*N elements (grid-stride). Also used with
 // K == 0, after out was zeroed.
@@ -280,24 +261,6 @@ Status get_plan(LtState& s, cublasLtHandle_t handle, const PlanKey& key, const P
 
 // ---- argument checks ---------------------------------------------------------------------
 
-bool overlaps(const TensorView& a, const TensorView& b) {
-  const auto* a0 = static_cast<const char*>(a.data);
-  const auto* b0 = static_cast<const char*>(b.data);
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
-bool is_float(DType t) {
-  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
-}
-
-Status check_on_cuda(const char* name, const TensorView& t) {
-  if (t.device != Device::kCuda) {
-    return InvalidArgument(std::string("matmul: ") + name + " must be on the cuda device, got " +
-                           t.describe() + " on the cpu");
-  }
-  return OkStatus();
-}
-
 Status check_args(const MatmulArgs& a) {
   const bool has_bias = !a.bias.empty();
   if (a.x.ndim != 2) return InvalidArgument("matmul: x must be [T, K], got " + a.x.describe());
@@ -330,10 +293,10 @@ Status check_args(const MatmulArgs& a) {
     return InvalidArgument("matmul: bias must be [" + std::to_string(N) + "] f32/f16/bf16, got " +
                            a.bias.describe());
   }
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("x", a.x));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("w", a.w));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("out", a.out));
-  if (has_bias) PAGODA_RETURN_IF_ERROR(check_on_cuda("bias", a.bias));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("matmul", "x", a.x));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("matmul", "w", a.w));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("matmul", "out", a.out));
+  if (has_bias) PAGODA_RETURN_IF_ERROR(check_on_cuda("matmul", "bias", a.bias));
   if (a.w.dtype != a.x.dtype) {
     return Unimplemented(std::string("matmul: cuda matmul needs w in the activation dtype (x ") +
                          dtype_name(a.x.dtype) + ", w " + dtype_name(a.w.dtype) +

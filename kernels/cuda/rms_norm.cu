@@ -26,6 +26,7 @@
 #include <limits>
 #include <string>
 
+#include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace pagoda::cuda {
@@ -34,27 +35,6 @@ namespace {
 constexpr int kWarpSize = 32;
 constexpr int kMaxThreads = 1024;
 constexpr int kVecBytes = 16;  // activation bytes per vector access
-
-__device__ __forceinline__ float to_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float to_f32(__half v) {
-  return __half2float(v);
-}
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // kN elements moved as one aligned access (a 32-byte Vec becomes two 16-byte accesses).
 template <typename T, int kN>
@@ -144,12 +124,6 @@ bool is_aligned(const void* p, size_t bytes) {
 }
 
 // True if the byte ranges of a and b intersect.
-bool overlaps(const TensorView& a, const TensorView& b) {
-  const auto* a0 = static_cast<const char*>(a.data);
-  const auto* b0 = static_cast<const char*>(b.data);
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
 template <typename Act, typename W, int kVec>
 void launch(const RmsNormArgs& a, int rows, int dim, cudaStream_t stream) {
   const int n_vec = dim / kVec;
@@ -195,14 +169,6 @@ Status dispatch_weight(const RmsNormArgs& a, int rows, int dim, cudaStream_t str
   }
 }
 
-Status check_on_cuda(const char* name, const TensorView& t) {
-  if (t.device != Device::kCuda) {
-    return InvalidArgument(std::string("rms_norm: ") + name + " must be on the cuda device, got " +
-                           t.describe() + " on the cpu");
-  }
-  return OkStatus();
-}
-
 Status check_args(const RmsNormArgs& a) {
   const bool has_residual = !a.residual.empty();
   if (a.input.ndim != 2) {
@@ -239,10 +205,10 @@ Status check_args(const RmsNormArgs& a) {
   if (!std::isfinite(a.eps) || a.eps < 0.0f) {
     return InvalidArgument("rms_norm: eps must be finite and >= 0, got " + std::to_string(a.eps));
   }
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("input", a.input));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("weight", a.weight));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("out", a.out));
-  if (has_residual) PAGODA_RETURN_IF_ERROR(check_on_cuda("residual", a.residual));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("rms_norm", "input", a.input));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("rms_norm", "weight", a.weight));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("rms_norm", "out", a.out));
+  if (has_residual) PAGODA_RETURN_IF_ERROR(check_on_cuda("rms_norm", "residual", a.residual));
   if (rows == 0) return OkStatus();
   if (a.input.empty() || a.out.empty() || a.weight.empty()) {
     return InvalidArgument("rms_norm: input, weight and out need data (got a null pointer)");

@@ -26,30 +26,13 @@
 #include <limits>
 #include <string>
 
+#include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace pagoda::cuda {
 namespace {
 
 constexpr int kMaxThreads = 256;
-
-__device__ __forceinline__ float to_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // Rotates pair i of the head starting at x.
 template <typename Act>
@@ -97,20 +80,6 @@ Status launch(const RopeArgs& a, int tokens, int n_heads, int n_kv_heads, int he
   return OkStatus();
 }
 
-Status check_on_cuda(const char* name, const TensorView& t) {
-  if (t.device != Device::kCuda) {
-    return InvalidArgument(std::string("rope: ") + name + " must be on the cuda device, got " +
-                           t.describe() + " on the cpu");
-  }
-  return OkStatus();
-}
-
-bool overlaps(const TensorView& a, const TensorView& b) {
-  const auto* a0 = static_cast<const char*>(a.data);
-  const auto* b0 = static_cast<const char*>(b.data);
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
 Status check_args(const RopeArgs& a) {
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   if (a.q.ndim != 3) {
@@ -144,10 +113,10 @@ Status check_args(const RopeArgs& a) {
     return InvalidArgument("rope: inv_freq must be [" + std::to_string(head_dim / 2) +
                            "] f32 (head_dim / 2), got " + a.inv_freq.describe());
   }
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("q", a.q));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("k", a.k));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("positions", a.positions));
-  PAGODA_RETURN_IF_ERROR(check_on_cuda("inv_freq", a.inv_freq));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("rope", "q", a.q));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("rope", "k", a.k));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("rope", "positions", a.positions));
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("rope", "inv_freq", a.inv_freq));
   if (tokens == 0 || n_heads + n_kv_heads == 0) return OkStatus();
   if ((n_heads > 0 && a.q.empty()) || (n_kv_heads > 0 && a.k.empty()) || a.positions.empty() ||
       a.inv_freq.empty()) {

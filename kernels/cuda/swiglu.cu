@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace pagoda::cuda {
@@ -29,24 +30,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kVecBytes = 16;
 constexpr int64_t kMaxBlocks = 65536;  // grid-stride beyond this
-
-__device__ __forceinline__ float to_f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 template <typename T, int kN>
 struct alignas(sizeof(T) * kN) Vec {
@@ -88,12 +71,6 @@ __global__ void __launch_bounds__(kThreads)
 
 bool is_aligned(const void* p, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
-bool overlaps(const TensorView& a, const TensorView& b) {
-  const auto* a0 = static_cast<const char*>(a.data);
-  const auto* b0 = static_cast<const char*>(b.data);
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
 template <typename Act, int kVec, typename Op>

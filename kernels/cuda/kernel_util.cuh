@@ -1,0 +1,62 @@
+// Helpers every kernel file shares: scalar conversions on the device (all arithmetic is f32)
+// and the argument checks the launchers make on the host. Included by .cu files only.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <string>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+namespace pagoda::cuda {
+
+__device__ __forceinline__ float to_f32(float v) {
+  return v;
+}
+__device__ __forceinline__ float to_f32(__half v) {
+  return __half2float(v);
+}
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+// Round-to-nearest-even narrowing, as on the CPU (core/dtype.h). __forceinline__ implies
+// inline, so these may be defined in every file that includes this header.
+template <typename T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// InvalidArgument "<op>: <name> must be on the cuda device, got ..." unless t is on the GPU.
+inline Status check_on_cuda(const char* op, const char* name, const TensorView& t) {
+  if (t.device != Device::kCuda) {
+    return InvalidArgument(std::string(op) + ": " + name + " must be on the cuda device, got " +
+                           t.describe() + " on the cpu");
+  }
+  return OkStatus();
+}
+
+// Whether the bytes of a and b overlap at all.
+inline bool overlaps(const TensorView& a, const TensorView& b) {
+  const auto* a0 = static_cast<const char*>(a.data);
+  const auto* b0 = static_cast<const char*>(b.data);
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+inline bool is_float(DType t) {
+  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
+}
+
+}  // namespace pagoda::cuda
