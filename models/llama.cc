@@ -235,13 +235,16 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
                                 dev);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
-  PAGODA_RETURN_IF_ERROR(be.embedding({embed_, idx(ws_.token_ids, T), hidden}));
-  // The residual stream starts at zero so that every layer can use the fused add + norm.
-  std::vector<uint8_t> zeros(static_cast<size_t>(T * d) * dtype_size(at), 0);
-  PAGODA_RETURN_IF_ERROR(be.copy_from_host(ws_.residual.data(), zeros.data(), zeros.size()));
+  // The embeddings start the residual stream; every later layer adds its MLP output to it in
+  // the fused add + norm that opens the next layer.
+  PAGODA_RETURN_IF_ERROR(be.embedding({embed_, idx(ws_.token_ids, T), residual}));
 
   for (const Layer& L : layers_) {
-    PAGODA_RETURN_IF_ERROR(be.rms_norm({hidden, residual, L.attn_norm, normed, c.rms_norm_eps}));
+    if (&L == layers_.data()) {
+      PAGODA_RETURN_IF_ERROR(be.rms_norm({residual, {}, L.attn_norm, normed, c.rms_norm_eps}));
+    } else {
+      PAGODA_RETURN_IF_ERROR(be.rms_norm({hidden, residual, L.attn_norm, normed, c.rms_norm_eps}));
+    }
     PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.wq, L.bq, q}));
     PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.wk, L.bk, k}));
     PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.wv, L.bv, v}));
