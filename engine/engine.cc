@@ -20,6 +20,7 @@ struct Engine::Live {
   Usage usage;
   RequestTimings timings;
   int preemptions = 0;
+  RequestTimeline timeline;
   bool admitted = false;
   std::vector<TokenLogprobs> logprobs;  // of sampled tokens not yet emitted (params.logprobs > 0)
 };
@@ -258,10 +259,14 @@ void Engine::step() {
     const FinishReason why = it->second->cancel_reason;
     finish(id, why == FinishReason::kNone ? FinishReason::kCancelled : why);
   }
-  for (RequestId id : plan.preempted) ++live(id, "preempted").preemptions;
+  const auto now = EngineClock::now();
+  for (RequestId id : plan.preempted) {
+    Live& l = live(id, "preempted");
+    ++l.preemptions;
+    l.timeline.preempted_at.push_back(now);
+  }
   if (plan.empty()) return;
 
-  const auto now = EngineClock::now();
   for (const ScheduledSeq& s : plan.seqs) {
     Live& l = live(s.id, "admitted");
     if (s.admitted && !l.admitted) {
@@ -271,6 +276,18 @@ void Engine::step() {
     }
   }
   const Status run = runner_->execute(plan, &logits_);
+  const auto computed = EngineClock::now();
+  for (const ScheduledSeq& s : plan.seqs) {
+    // A decode computes exactly the last sampled token of a running request; anything else
+    // (re)computes a prefix. A resume whose prefix is all cached computes one token, but it
+    // was admitted this step: a recompute.
+    const RequestState* st = scheduler_.find(s.id);
+    const bool decode = !s.admitted && s.num_tokens == 1 && s.start >= st->prompt_len &&
+                        s.start == static_cast<int32_t>(st->tokens.size()) - 1;
+    if (decode) continue;
+    Live& l = live(s.id, "prefill");
+    l.timeline.prefill_chunks.push_back({now, computed, s.start, s.num_tokens, l.preemptions > 0});
+  }
   if (!run.ok()) {
     for (const ScheduledSeq& s : plan.seqs) {
       (void)scheduler_.finish(s.id, EndReason::kError);
@@ -303,7 +320,10 @@ void Engine::step() {
       l.stop_reason = FinishReason::kStop;
     }
     if (l.detok) {
+      const auto detok_start = EngineClock::now();
       l.text += l.detok->push(token);
+      l.timeline.detokenize_busy += EngineClock::now() - detok_start;
+      ++l.timeline.detokenized_tokens;
       for (const std::string& ss : l.request.stop_strings) {
         const size_t from = l.emitted;
         const size_t at = l.text.find(ss, from);
@@ -373,7 +393,10 @@ void Engine::emit(Live& l, std::vector<int> new_ids, bool finished, FinishReason
   out.finished = finished;
   out.finish_reason = reason;
   out.usage = l.usage;
-  if (finished) l.timings.finished = EngineClock::now();
+  if (finished) {
+    l.timings.finished = EngineClock::now();
+    out.timeline = std::make_shared<const RequestTimeline>(std::move(l.timeline));
+  }
   out.timings = l.timings;
   out.num_preemptions = l.preemptions;
   out.error = error;

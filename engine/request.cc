@@ -55,6 +55,7 @@ std::optional<RequestOutput> OutputChannel::next_merged(
     first->usage = more.usage;
     first->timings = more.timings;
     first->num_preemptions = more.num_preemptions;
+    if (more.timeline) first->timeline = std::move(more.timeline);
     first->error = more.error;
     queue_.pop_front();
   }

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -54,6 +55,24 @@ struct RequestTimings {
   EngineClock::time_point queued{}, scheduled{}, first_token{}, finished{};
 };
 
+// One engine step that computed prompt tokens of a request (a prefill chunk), or recomputed its
+// prompt and output after a preemption.
+struct PrefillChunk {
+  EngineClock::time_point start{}, end{};  // the step's forward pass
+  int32_t start_position = 0;              // positions [start_position, + num_tokens)
+  int32_t num_tokens = 0;
+  bool recompute = false;  // after a preemption
+};
+
+// What the engine did for one request, step by step, for per-request tracing: small (a few
+// entries per request), recorded always, handed over once with the final message.
+struct RequestTimeline {
+  std::vector<PrefillChunk> prefill_chunks;           // in order
+  std::vector<EngineClock::time_point> preempted_at;  // when each preemption happened
+  std::chrono::nanoseconds detokenize_busy{0};        // time inside the incremental detokenizer
+  int64_t detokenized_tokens = 0;
+};
+
 // The log-probability of one generated token, from the log-softmax of the raw logits (before
 // penalties and temperature, like vLLM's default), and the params.logprobs most likely tokens:
 // top is (token id, logprob), by descending logprob, ties by ascending id.
@@ -76,7 +95,8 @@ struct RequestOutput {
   Usage usage;
   RequestTimings timings;  // filled as they become known
   int num_preemptions = 0;
-  Status error;          // set when finish_reason == kError
+  std::shared_ptr<const RequestTimeline> timeline;  // final message only
+  Status error;                                     // set when finish_reason == kError
   std::string trace_id;  // filled above the engine (the server's tracing), final message only
 };
 

@@ -349,7 +349,13 @@ grpc::Status GenerationService::run_traced(
   // Policy (output): text passes through the filter stream before it is sent. Under output
   // rules, token ids and logprobs are withheld: they would reveal what the filters hold back.
   std::optional<policy::OutputFilterStream> out_filter;
-  if (pol != nullptr && !pol->output_rules()->empty()) out_filter.emplace(pol->output_stream());
+  // Its span covers the stream it filters, with the time spent filtering and each decision.
+  std::optional<RequestTrace::Stage> out_filter_span;
+  std::chrono::nanoseconds out_filter_busy{0};
+  if (pol != nullptr && !pol->output_rules()->empty()) {
+    out_filter.emplace(pol->output_stream());
+    out_filter_span.emplace(trace->stage("policy.output"));
+  }
   FinishReason policy_end = FinishReason::kNone;
   for (;;) {
     // Merged: when the client reads slower than the engine decodes, one write carries them all.
@@ -369,18 +375,32 @@ grpc::Status GenerationService::run_traced(
       if (policy_end != FinishReason::kNone) {
         out->text.clear();  // generated after the filter ended the stream: never sent
       } else {
+        const auto filter_start = EngineClock::now();
         out->text = out_filter->push(out->text);
         if (out->finished) out->text += out_filter->finish();
+        out_filter_busy += EngineClock::now() - filter_start;
         if (out_filter->blocked() || out_filter->stopped()) {
           policy_end = out_filter->blocked() ? FinishReason::kContentFilter : FinishReason::kStop;
           if (!out->finished) (void)engine->cancel(handle->id);
         }
       }
       if (out->finished && policy_end != FinishReason::kNone) out->finish_reason = policy_end;
-      if (out->finished)
-        for (const policy::Decision& d : out_filter->decisions())
-          if (d.action != policy::Action::kAllow)
-            policy_outcome = std::string(policy::action_name(d.action)) + ":" + d.reason;
+      if (out->finished) {
+        tracing::Span* ps = out_filter_span->span();
+        for (const policy::Decision& d : out_filter->decisions()) {
+          if (d.action == policy::Action::kAllow) continue;
+          policy_outcome = std::string(policy::action_name(d.action)) + ":" + d.reason;
+          if (ps != nullptr)
+            ps->add_event("policy.decision",
+                          {{"filter", d.filter},
+                           {"action", std::string(policy::action_name(d.action))},
+                           {"reason", d.reason}});
+        }
+        if (ps != nullptr)
+          ps->set_attribute("pagoda.policy.busy_seconds",
+                            std::chrono::duration<double>(out_filter_busy).count());
+        out_filter_span.reset();
+      }
     }
     if (out->finished) {
       trace->finish(*out, policy_outcome);

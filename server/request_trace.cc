@@ -67,11 +67,35 @@ void RequestTrace::finish(const RequestOutput& out, const std::string& policy_ou
     s.end(unix_nanos(b));
   };
   child("queue", t.queued, set(t.scheduled) ? t.scheduled : t.finished);
-  child("prefill", t.scheduled, t.first_token);
+  const RequestTimeline* timeline = out.timeline.get();
+  if (timeline != nullptr) {
+    // One span per prefill chunk: a long prompt split over steps shows each step it shared.
+    int index = 0;
+    for (const PrefillChunk& c : timeline->prefill_chunks) {
+      if (!set(c.start) || c.end < c.start) continue;
+      tracing::Span s = tracer_->start_child("prefill", *root_, unix_nanos(c.start));
+      s.set_attribute("pagoda.prefill.chunk", int64_t{index++});
+      s.set_attribute("pagoda.prefill.start_position", int64_t{c.start_position});
+      s.set_attribute("pagoda.prefill.tokens", int64_t{c.num_tokens});
+      if (c.recompute) s.set_attribute("pagoda.prefill.recompute", true);
+      s.end(unix_nanos(c.end));
+    }
+  } else {
+    child("prefill", t.scheduled, t.first_token);
+  }
   if (set(t.first_token)) {
     tracing::Span decode = tracer_->start_child("decode", *root_, unix_nanos(t.first_token));
     decode.set_attribute("pagoda.decode_tokens", int64_t{out.usage.completion_tokens - 1});
     decode.end(unix_nanos(t.finished));
+    // Detokenization is incremental, a token at a time inside the decode steps: one span over
+    // that stretch, carrying the time actually spent in it (not one span per token).
+    if (timeline != nullptr && timeline->detokenized_tokens > 0) {
+      tracing::Span d = tracer_->start_child("detokenize", *root_, unix_nanos(t.first_token));
+      d.set_attribute("pagoda.detokenize.tokens", timeline->detokenized_tokens);
+      d.set_attribute("pagoda.detokenize.busy_seconds",
+                      std::chrono::duration<double>(timeline->detokenize_busy).count());
+      d.end(unix_nanos(t.finished));
+    }
   }
   root_->set_attribute("gen_ai.usage.input_tokens", int64_t{out.usage.prompt_tokens});
   root_->set_attribute("gen_ai.usage.output_tokens", int64_t{out.usage.completion_tokens});
@@ -84,7 +108,11 @@ void RequestTrace::finish(const RequestOutput& out, const std::string& policy_ou
                          std::chrono::duration<double>(t.scheduled - t.queued).count());
   if (out.num_preemptions > 0) {
     root_->set_attribute("pagoda.preemptions", int64_t{out.num_preemptions});
-    root_->add_event("preempted", {});
+    if (timeline != nullptr) {
+      int64_t n = 0;
+      for (EngineClock::time_point at : timeline->preempted_at)
+        root_->add_event("preempted", {{"pagoda.preemption", ++n}}, unix_nanos(at));
+    }
   }
   if (out.finish_reason == FinishReason::kError)
     root_->set_status(tracing::SpanStatusCode::kError, out.error.message());

@@ -1,8 +1,10 @@
-// RequestTrace: the spans of one request (DESIGN.md §7) — request (root), auth, policy.input,
-// tokenize, queue, prefill, decode, policy.output — with the OpenTelemetry GenAI attribute
-// names. Engine stages come from the request's timings (queued, scheduled, first token,
-// finished), so the engine thread does no tracing work. Everything is a no-op when tracing
-// is off.
+// RequestTrace: the spans of one request (DESIGN.md §7) — request (root), auth, tokenize,
+// policy.input, queue, one prefill span per prefill chunk (recomputes after a preemption
+// included), decode (with its token count), detokenize (one span over the streaming stretch with
+// the time spent in it), policy.output — with the OpenTelemetry GenAI attribute names;
+// preemptions are timed events on the root span. Engine stages come from the final output's
+// timings and timeline, so the engine thread does no tracing work. Everything is a no-op when
+// tracing is off.
 #pragma once
 
 #include <grpcpp/grpcpp.h>

@@ -109,6 +109,39 @@ class EngineTest : public StoriesModelTest {
     return reqs;
   }
 
+  // The final message's timeline (what per-request tracing shows): the first admission's
+  // prefill chunks continue each other from the cached prefix to the end of the prompt, every
+  // preemption is timed and followed by at least one recompute chunk, chunks lie inside the
+  // request's life, and every generated token went through the detokenizer.
+  static void expect_timeline(const RequestOutput& last, int prompt_len, size_t i) {
+    ASSERT_NE(last.timeline, nullptr) << "request " << i;
+    const RequestTimeline& tl = *last.timeline;
+    const RequestTimings& t = last.timings;
+    int next = last.usage.cached_tokens;
+    int recomputes = 0;
+    for (const PrefillChunk& c : tl.prefill_chunks) {
+      EXPECT_LE(t.scheduled, c.start) << "request " << i;
+      EXPECT_LE(c.start, c.end) << "request " << i;
+      EXPECT_LE(c.end, t.finished) << "request " << i;
+      EXPECT_GT(c.num_tokens, 0) << "request " << i;
+      if (c.recompute) {
+        ++recomputes;
+        continue;
+      }
+      EXPECT_EQ(c.start_position, next) << "request " << i << ": chunks must continue each other";
+      next = c.start_position + c.num_tokens;
+    }
+    if (last.num_preemptions == 0) EXPECT_EQ(next, prompt_len) << "request " << i;
+    EXPECT_LE(next, prompt_len) << "request " << i;
+    EXPECT_EQ(static_cast<int>(tl.preempted_at.size()), last.num_preemptions) << "request " << i;
+    EXPECT_GE(recomputes, last.num_preemptions) << "request " << i;
+    for (EngineClock::time_point at : tl.preempted_at) {
+      EXPECT_LE(t.scheduled, at) << "request " << i;
+      EXPECT_LE(at, t.finished) << "request " << i;
+    }
+    EXPECT_EQ(tl.detokenized_tokens, last.usage.completion_tokens) << "request " << i;
+  }
+
   static void expect_same_as_alone(const EngineConfig& config, int64_t* preemptions,
                                    int64_t* cached_tokens) {
     auto engine = Engine::create(model_, tokenizer_, config);
@@ -121,6 +154,7 @@ class EngineTest : public StoriesModelTest {
       EXPECT_EQ(got[i].last.usage.completion_tokens, static_cast<int>(got[i].ids.size()));
       EXPECT_EQ(got[i].last.usage.prompt_tokens, static_cast<int>(reqs[i].prompt_ids.size()));
       *cached_tokens += got[i].last.usage.cached_tokens;
+      expect_timeline(got[i].last, static_cast<int>(reqs[i].prompt_ids.size()), i);
     }
     *preemptions = (*engine)->stats().preemptions;
     EXPECT_EQ((*engine)->stats().running, 0);
