@@ -67,6 +67,21 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(LlamaModel* model, const Tokeni
   sc.enable_prefix_caching = config.enable_prefix_caching;
   sc.policy = config.policy;
   if (config.block_size <= 0) return field_error("block_size", "must be positive");
+  if (sc.max_num_batched_tokens <= 0)
+    return field_error("max_num_batched_tokens", "must be positive");
+  if (sc.max_num_seqs <= 0) return field_error("max_num_seqs", "must be positive");
+  // The workspace for the largest step, before the KV cache takes its share of what is left:
+  // no step allocates (on a GPU a cudaMalloc mid-serving would synchronize, or fail once the
+  // cache has taken the memory).
+  {
+    const int seqs = std::min(sc.max_num_seqs, sc.max_num_batched_tokens);
+    const int64_t blocks_per_seq = (sc.max_model_len + config.block_size - 1) / config.block_size;
+    const int64_t entries = int64_t{seqs} * blocks_per_seq;
+    if (entries > (int64_t{1} << 30))
+      return field_error("max_num_seqs", "times max_model_len / block_size is too large");
+    PAGODA_RETURN_IF_ERROR(
+        model->reserve(sc.max_num_batched_tokens, seqs, static_cast<int>(entries), seqs));
+  }
   sc.num_blocks = config.num_blocks;
   if (sc.num_blocks <= 0) {
     size_t kv_bytes = config.kv_cache_bytes;

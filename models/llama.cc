@@ -139,13 +139,25 @@ KvCacheShape LlamaModel::kv_cache_shape(int num_blocks, int block_size) const {
   return s;
 }
 
-Status LlamaModel::reserve(int tokens, int seqs, int block_entries) {
+Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_rows) {
+  if (tokens < 0 || seqs < 0 || block_entries < 0 || sample_rows < 0)
+    return InvalidArgument("reserve: negative size");
   Workspace& w = ws_;
   const size_t a = dtype_size(backend_->activation_dtype());
   const ModelConfig& c = config_;
+  bool grew = false;
   auto grow = [&](DeviceBuffer* b, size_t bytes) -> Status {
     if (b->size() >= bytes) return OkStatus();
-    PAGODA_ASSIGN_OR_RETURN(*b, backend_->allocate(bytes));
+    *b = DeviceBuffer();  // free the old one first: device memory is tight at the largest step
+    StatusOr<DeviceBuffer> made = backend_->allocate(bytes);
+    if (!made.ok()) {
+      // Some buffers may now be smaller than their group's capacity says: forget every
+      // capacity, so the next reserve() checks each buffer's size again.
+      w.capacity_tokens = w.capacity_seqs = w.capacity_block_entries = w.capacity_sample_rows = 0;
+      return made.status();
+    }
+    *b = std::move(made).value();
+    grew = true;
     return OkStatus();
   };
   if (tokens > w.capacity_tokens) {
@@ -161,11 +173,8 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries) {
     PAGODA_RETURN_IF_ERROR(grow(&w.attn, t * q_dim * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.gate, t * c.intermediate_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.up, t * c.intermediate_size * a));
-    for (DeviceBuffer* b : {&w.token_ids, &w.positions, &w.slot_mapping, &w.sample_rows})
+    for (DeviceBuffer* b : {&w.token_ids, &w.positions, &w.slot_mapping})
       PAGODA_RETURN_IF_ERROR(grow(b, t * sizeof(int32_t)));
-    PAGODA_RETURN_IF_ERROR(grow(&w.picked, t * c.hidden_size * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.picked_normed, t * c.hidden_size * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.logits, t * c.vocab_size * sizeof(float)));
     w.capacity_tokens = tokens;
   }
   if (seqs > w.capacity_seqs) {
@@ -177,7 +186,29 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries) {
     PAGODA_RETURN_IF_ERROR(grow(&w.block_tables, block_entries * sizeof(int32_t)));
     w.capacity_block_entries = block_entries;
   }
+  // Logits are wanted for the sampled rows only (one per sequence in the engine), so these are
+  // sized by R, not T: at 8192 tokens a [T, vocab] f32 buffer would be 1 GiB for vocab 32000.
+  if (sample_rows > w.capacity_sample_rows) {
+    const size_t r = static_cast<size_t>(sample_rows);
+    PAGODA_RETURN_IF_ERROR(grow(&w.sample_rows, r * sizeof(int32_t)));
+    PAGODA_RETURN_IF_ERROR(grow(&w.picked, r * c.hidden_size * a));
+    PAGODA_RETURN_IF_ERROR(grow(&w.picked_normed, r * c.hidden_size * a));
+    PAGODA_RETURN_IF_ERROR(grow(&w.logits, r * c.vocab_size * sizeof(float)));
+    w.capacity_sample_rows = sample_rows;
+  }
+  if (grew) ++w.grows;
   return OkStatus();
+}
+
+size_t LlamaModel::workspace_bytes() const {
+  const Workspace& w = ws_;
+  size_t n = 0;
+  for (const DeviceBuffer* b :
+       {&w.hidden, &w.residual, &w.normed, &w.q, &w.k, &w.v, &w.attn, &w.gate, &w.up, &w.token_ids,
+        &w.positions, &w.slot_mapping, &w.query_start, &w.seq_lens, &w.block_tables, &w.sample_rows,
+        &w.picked, &w.picked_normed, &w.logits})
+    n += b->size();
+  return n;
 }
 
 TensorView LlamaModel::act(const DeviceBuffer& b, int64_t rows, int64_t cols) const {
@@ -212,7 +243,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
   const int64_t T = batch.num_tokens(), B = batch.num_seqs(),
                 R = static_cast<int64_t>(batch.sample_rows.size());
   PAGODA_RETURN_IF_ERROR(reserve(static_cast<int>(T), static_cast<int>(B),
-                                 static_cast<int>(batch.block_tables.size())));
+                                 static_cast<int>(batch.block_tables.size()), static_cast<int>(R)));
   PAGODA_RETURN_IF_ERROR(upload_indices(batch));
 
   const ModelConfig& c = config_;

@@ -47,6 +47,15 @@ class LlamaModel {
   // Runs the batch; writes logits [R, vocab] (f32, row-major) for batch.sample_rows.
   Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits);
 
+  // Grows the activation workspace to hold a step of up to `tokens` tokens from `seqs`
+  // sequences with `block_entries` block-table entries in all and `sample_rows` rows of logits.
+  // forward() grows it on demand; a caller that reserves its largest step up front gets no
+  // allocation inside a step (and sizes the KV cache from what is left).
+  Status reserve(int tokens, int seqs, int block_entries, int sample_rows);
+  // How many times the workspace has grown (every buffer of one reserve() counts once).
+  int64_t workspace_grows() const { return ws_.grows; }
+  size_t workspace_bytes() const;
+
  private:
   struct Layer {
     TensorView attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_up, w_down;
@@ -56,16 +65,16 @@ class LlamaModel {
     int capacity_tokens = 0;
     int capacity_seqs = 0;
     int capacity_block_entries = 0;
+    int capacity_sample_rows = 0;
+    int64_t grows = 0;
     DeviceBuffer hidden, residual, normed, q, k, v, attn, gate, up;  // [T, *]
-    DeviceBuffer token_ids, positions, slot_mapping, query_start, seq_lens, block_tables,
-        sample_rows;
-    DeviceBuffer picked, picked_normed, logits;  // [R, *]
+    DeviceBuffer token_ids, positions, slot_mapping, query_start, seq_lens, block_tables;
+    DeviceBuffer sample_rows, picked, picked_normed, logits;  // [R, *]
   };
 
   LlamaModel() = default;
   StatusOr<TensorView> place(const LoadedModel& loaded, const std::string& name,
                              std::initializer_list<int64_t> shape);
-  Status reserve(int tokens, int seqs, int block_entries);
   Status upload_indices(const ForwardBatch& batch);
   TensorView act(const DeviceBuffer& b, int64_t rows, int64_t cols) const;
   TensorView idx(const DeviceBuffer& b, int64_t n) const;

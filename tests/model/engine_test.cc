@@ -382,5 +382,34 @@ TEST_F(EngineTest, KvCacheSizedFromAFractionOfMemory) {
   EXPECT_NE(bad.status().message().find("kv_cache_bytes"), std::string::npos);
 }
 
+// The engine reserves the workspace for its largest step before sizing the KV cache, so no
+// step allocates: a fresh model's workspace grows once (at create) and never while 64 mixed
+// requests (long prompts in chunks, many sequences at once) run through it.
+TEST_F(EngineTest, NoStepAllocatesAfterCreate) {
+  auto fresh = LlamaModel::create(*loaded_, backend_);
+  ASSERT_TRUE(fresh.ok()) << fresh.status().to_string();
+  LlamaModel& model = **fresh;
+  EXPECT_EQ(model.workspace_grows(), 0);
+  EngineConfig config;
+  config.num_blocks = 512;
+  config.max_num_batched_tokens = 96;
+  config.max_num_seqs = 48;
+  auto engine = Engine::create(&model, tokenizer_, config);
+  ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+  EXPECT_EQ(model.workspace_grows(), 1);
+  const size_t reserved = model.workspace_bytes();
+  const auto reqs = mixed_requests();
+  const auto got = run_concurrently(**engine, reqs);
+  int64_t tokens = 0;
+  for (const Collected& c : got) tokens += c.last.usage.completion_tokens;
+  EXPECT_GT(tokens, 64 * 8);
+  EXPECT_EQ(model.workspace_grows(), 1) << "a step allocated";
+  EXPECT_EQ(model.workspace_bytes(), reserved);
+  // Logits are sized by the sequences of a step, not its tokens.
+  const ModelConfig& mc = model.config();
+  EXPECT_LT(reserved, size_t{96} * mc.vocab_size * sizeof(float) +
+                          size_t{96} * 16 * mc.hidden_size * sizeof(float));
+}
+
 }  // namespace
 }  // namespace pagoda
