@@ -13,7 +13,9 @@
 # NOTE: written without a GPU; never run on a GPU machine in the session that wrote it. The
 # configure and build steps were tried on a machine with nvcc 13 and no device.
 #
-# Still to add as they land (issue 6/7): the end-to-end GPU-vs-CPU checks and the benchmarks.
+# What it runs: every CUDA test (ops against their CPU twins, stories260K against llama2.c,
+# the Engine on the GPU against the CPU), compute-sanitizer memcheck/racecheck on the op tests,
+# then the benchmark.
 # Environment: BUILD_DIR (default build-device), JOBS (default nproc), TEST_TIMEOUT_S (300).
 set -uo pipefail
 
@@ -141,5 +143,40 @@ for suite in CudaMatmul CudaRmsNorm; do
   f="$(grep -c "^\[  FAILED  \] [A-Za-z0-9_/]*${suite}.*(" "$logs/cuda_tests.log")"
   row "  $suite*" "$p passed, $f failed"
 done
-[[ $rc -eq 0 ]] && finish 0
+overall=$rc
+
+# ---- compute-sanitizer on the kernel tests (memcheck; racecheck on the shared-memory ones) ---
+# Only the op tests: the whole-model tests would take minutes under the sanitizer. Skipped when
+# the run is already long, so the table still comes back within the device time.
+san="$(command -v compute-sanitizer || true)"
+for cand in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+  [[ -z "$san" && -x "$cand" ]] && san="$cand"
+done
+kernel_tests='Cuda*:Sweep/*:F32/*:BF16/*'
+if [[ -z "$san" ]]; then
+  row "compute-sanitizer" "not found"
+elif (($(date +%s) - t_start > ${SANITIZER_AFTER_S:-330})); then
+  row "compute-sanitizer" "skipped: $(elapsed "$t_start") already spent"
+else
+  for tool in memcheck racecheck; do
+    filter="$kernel_tests"
+    [[ $tool == racecheck ]] && filter='*Attention*:*RmsNorm*'
+    t=$(date +%s)
+    timeout 150 "$san" --tool "$tool" --error-exitcode 3 --print-limit 20 "$bin" \
+      --gtest_color=no --gtest_filter="$filter" >"$logs/sanitizer-$tool.log" 2>&1
+    src=$?
+    summary="$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$logs/sanitizer-$tool.log" | tail -1)"
+    case $src in
+      0) row "compute-sanitizer $tool" "clean: ${summary:-no summary} ($(elapsed "$t"))" ;;
+      124) row "compute-sanitizer $tool" "TIMED OUT after 150 s (see sanitizer-$tool.log)" ;;
+      *)
+        grep -E "=========" "$logs/sanitizer-$tool.log" | head -20
+        row "compute-sanitizer $tool" "FAILED (exit $src): ${summary} (see sanitizer-$tool.log)"
+        overall=1
+        ;;
+    esac
+  done
+fi
+
+[[ $overall -eq 0 ]] && finish 0
 finish 1
