@@ -26,7 +26,19 @@ AuthResult fail(std::string why) {
 
 }  // namespace
 
-Authenticator::Authenticator(const KeysFile& keys) : keys_(keys.keys) {}
+Authenticator::Authenticator(const KeysFile& keys)
+    : keys_(std::make_shared<const Keys>(keys.keys)) {}
+
+void Authenticator::replace(const KeysFile& keys) {
+  auto fresh = std::make_shared<const Keys>(keys.keys);
+  std::lock_guard lock(mu_);
+  keys_.swap(fresh);  // the old list is freed outside the lock (by `fresh`), or by the last reader
+}
+
+std::shared_ptr<const Authenticator::Keys> Authenticator::snapshot() const {
+  std::lock_guard lock(mu_);
+  return keys_;
+}
 
 AuthResult Authenticator::authenticate(std::optional<std::string_view> authorization) const {
   if (!authorization) {
@@ -51,8 +63,9 @@ AuthResult Authenticator::authenticate(std::optional<std::string_view> authoriza
   Sha256Digest presented = sha256(key);
   // Compare against every key, without stopping early, so timing says nothing about which key
   // (or which prefix of which hash) matched.
+  const std::shared_ptr<const Keys> keys = snapshot();
   const ApiKey* match = nullptr;
-  for (const ApiKey& k : keys_) {
+  for (const ApiKey& k : *keys) {
     bool eq = digests_equal(presented, k.hash);
     match = eq ? &k : match;
   }

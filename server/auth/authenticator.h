@@ -3,6 +3,8 @@
 // requires_keys(host).
 #pragma once
 
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,10 +36,20 @@ class Authenticator {
   // `authorization`: the metadata value, or nullopt when the request has none. Thread-safe.
   AuthResult authenticate(std::optional<std::string_view> authorization) const;
 
-  size_t key_count() const { return keys_.size(); }
+  // Swaps in the keys of a reloaded keys file (SIGHUP), whole: a call to authenticate() sees
+  // either the old keys or the new ones, never a mix. Thread-safe.
+  void replace(const KeysFile& keys);
+
+  size_t key_count() const { return snapshot()->size(); }
 
  private:
-  std::vector<ApiKey> keys_;
+  using Keys = std::vector<ApiKey>;
+  std::shared_ptr<const Keys> snapshot() const;
+
+  // Readers copy the pointer under the lock and compare outside it, so a reload never waits
+  // for (or makes wait) the hashing of requests in flight.
+  mutable std::mutex mu_;
+  std::shared_ptr<const Keys> keys_;
 };
 
 // Whether a server listening on `address` must have API keys: false only for loopback hosts

@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "server/yaml/yaml_errors.h"
+
 namespace pagoda::auth {
 namespace {
 
@@ -32,12 +34,7 @@ class Parser {
   explicit Parser(std::string_view source) : source_(source) {}
 
   Status error(const YAML::Node& node, const std::string& where, const std::string& msg) const {
-    std::string loc = source_;
-    if (node.IsDefined() && node.Mark().line >= 0) {
-      loc +=
-          ":" + std::to_string(node.Mark().line + 1) + ":" + std::to_string(node.Mark().column + 1);
-    }
-    return InvalidArgument(loc + ": " + (where.empty() ? "" : where + ": ") + msg);
+    return yaml::error_at(source_, node, where, msg);
   }
 
   Status check_map(const YAML::Node& node, const std::string& where,
@@ -207,8 +204,7 @@ StatusOr<KeysFile> parse_keys(std::string_view yaml_text, std::string_view sourc
   try {
     return parser.file(YAML::Load(std::string(yaml_text)));
   } catch (const YAML::Exception& e) {
-    return InvalidArgument(std::string(source) + ":" + std::to_string(e.mark.line + 1) + ":" +
-                           std::to_string(e.mark.column + 1) + ": " + e.msg);
+    return yaml::from_exception(source, e);
   } catch (const std::exception& e) {
     return InvalidArgument(std::string(source) + ": " + e.what());
   }

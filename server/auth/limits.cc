@@ -61,17 +61,55 @@ std::optional<int64_t> Admission::retry_after_seconds() const {
 Limiter::Limiter(const std::vector<Tenant>& tenants) {
   for (const Tenant& t : tenants) {
     State s;
-    s.limits = t.limits;
-    if (t.limits.requests_per_second) {
-      double rps = *t.limits.requests_per_second;
-      double interval = std::round(1e9 / rps);
-      s.interval_ns = static_cast<int64_t>(std::clamp(interval, 1.0, double(kMaxSpanNs)));
-      int64_t burst = t.limits.burst.value_or(std::max<int64_t>(1, int64_t(std::ceil(rps))));
-      s.limits.burst = burst;
-      __int128 tol = static_cast<__int128>(burst - 1) * s.interval_ns;
-      s.tolerance_ns = static_cast<int64_t>(std::min<__int128>(tol, kMaxSpanNs));
-    }
+    set_limits(s, t.limits);
     tenants_.emplace(t.name, std::move(s));
+  }
+}
+
+void Limiter::set_limits(State& s, const TenantLimits& limits) {
+  s.limits = limits;
+  s.interval_ns = 0;
+  s.tolerance_ns = 0;
+  if (limits.requests_per_second) {
+    double rps = *limits.requests_per_second;
+    double interval = std::round(1e9 / rps);
+    s.interval_ns = static_cast<int64_t>(std::clamp(interval, 1.0, double(kMaxSpanNs)));
+    int64_t burst = limits.burst.value_or(std::max<int64_t>(1, int64_t(std::ceil(rps))));
+    s.limits.burst = burst;
+    __int128 tol = static_cast<__int128>(burst - 1) * s.interval_ns;
+    s.tolerance_ns = static_cast<int64_t>(std::min<__int128>(tol, kMaxSpanNs));
+  }
+}
+
+void Limiter::update(const std::vector<Tenant>& tenants, LimitTime now) {
+  std::lock_guard lock(mu_);
+  std::set<std::string_view> listed;
+  for (const Tenant& t : tenants) {
+    listed.insert(t.name);
+    State& s = tenants_[t.name];  // a new tenant starts empty
+    const int64_t old_interval = s.interval_ns;
+    set_limits(s, t.limits);
+    s.removed = false;
+    // The bucket: TAT - now is the time the spent tokens take to refill at the old rate. Keep
+    // the number of spent tokens, not the time, so a tenant cannot burst again just because its
+    // rate changed (and a slower rate does not forgive the requests it just made).
+    if (s.interval_ns == 0 || old_interval == 0 || !s.tat || *s.tat <= now) {
+      s.tat.reset();
+    } else if (s.interval_ns != old_interval) {
+      const long double spent = static_cast<long double>((*s.tat - now).count()) / old_interval;
+      const long double debt = std::min<long double>(spent * s.interval_ns, kMaxSpanNs);
+      s.tat = now + nanoseconds(static_cast<int64_t>(std::llround(debt)));
+    }
+  }
+  for (auto& [name, s] : tenants_) {
+    if (listed.count(name) || s.removed) continue;
+    // Gone from the file: only running requests remain to be released. Whatever else it had is
+    // dropped, so a tenant added back later under the same name starts with a full bucket.
+    s.removed = true;
+    set_limits(s, TenantLimits{});
+    s.tat.reset();
+    s.window.clear();
+    s.window_sum = 0;
   }
 }
 
@@ -89,6 +127,13 @@ Admission Limiter::admit(std::string_view tenant, int64_t prompt_tokens, int64_t
   if (it == tenants_.end()) {
     Admission a;
     a.status = NotFound("unknown tenant '" + std::string(tenant) + "'");
+    return a;
+  }
+  if (it->second.removed) {
+    Admission a;
+    a.status = Unavailable("tenant '" + it->first +
+                           "' was removed from the keys file while this request was "
+                           "authenticated; retry");
     return a;
   }
   if (prompt_tokens < 0 || max_tokens < 0) {

@@ -5,7 +5,7 @@
 //  - max_concurrent_requests: admitted and not yet released;
 //  - max_prompt_tokens / max_completion_tokens: per-request caps (never retryable).
 // Every call takes `now` so that tests drive the clock. A rejected request changes no state.
-// Thread-safe.
+// update() applies a reloaded keys file without losing what is running. Thread-safe.
 #pragma once
 
 #include <chrono>
@@ -81,6 +81,15 @@ class Limiter {
 
   TenantUsage usage(std::string_view tenant, LimitTime now);
 
+  // A reloaded keys file (SIGHUP). Tenants that stay keep their state: running requests (so the
+  // concurrency count survives and their release() still works), the tokens_per_minute window,
+  // and the rate bucket's spent tokens, re-expressed at the new rate. The new limits apply from
+  // the next admit(); requests already admitted are never revoked, even when a new cap is below
+  // what runs now. New tenants start empty. A removed tenant keeps only its running requests
+  // until they are released; admit() for it is kUnavailable (the request authenticated just
+  // before the reload: a retry authenticates against the new keys and gets UNAUTHENTICATED).
+  void update(const std::vector<Tenant>& tenants, LimitTime now);
+
  private:
   struct WindowEntry {
     LimitTime at;
@@ -95,8 +104,11 @@ class Limiter {
     std::set<uint64_t> running;      // ticket ids admitted and not released
     std::deque<WindowEntry> window;  // ascending `at` (and id)
     int64_t window_sum = 0;
+    bool removed = false;  // no longer in the keys file: kept only for release()
   };
 
+  // Sets the limits and the rate bucket's derived constants (burst defaulted).
+  static void set_limits(State& s, const TenantLimits& limits);
   void prune(State& s, LimitTime now);
 
   std::mutex mu_;

@@ -6,6 +6,8 @@
 #include <set>
 #include <sstream>
 
+#include "server/yaml/yaml_errors.h"
+
 namespace pagoda::policy {
 namespace {
 
@@ -16,12 +18,7 @@ class Parser {
   explicit Parser(std::string_view source) : source_(source) {}
 
   Status error(const YAML::Node& node, const std::string& where, const std::string& msg) const {
-    std::string loc = source_;
-    if (node.IsDefined() && node.Mark().line >= 0) {
-      loc +=
-          ":" + std::to_string(node.Mark().line + 1) + ":" + std::to_string(node.Mark().column + 1);
-    }
-    return InvalidArgument(loc + ": " + where + ": " + msg);
+    return yaml::error_at(source_, node, where, msg);
   }
 
   Status check_map(const YAML::Node& node, const std::string& where,
@@ -255,8 +252,7 @@ StatusOr<PolicyConfig> PolicyConfig::parse(std::string_view yaml, std::string_vi
     YAML::Node root = YAML::Load(std::string(yaml));
     return parser.config(root);
   } catch (const YAML::Exception& e) {
-    return InvalidArgument(std::string(source) + ":" + std::to_string(e.mark.line + 1) + ":" +
-                           std::to_string(e.mark.column + 1) + ": " + e.msg);
+    return yaml::from_exception(source, e);
   }
 }
 

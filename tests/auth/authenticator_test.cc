@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace pagoda::auth {
 namespace {
@@ -93,6 +96,55 @@ TEST(Authenticator, TheHashItselfIsNotAKey) {
 TEST(Authenticator, NoKeysRefusesEverything) {
   Authenticator auth(KeysFile{});
   expect_refused(auth, "Bearer sk-acme-123", "unknown API key");
+}
+
+TEST(Authenticator, ReplaceSwapsTheWholeKeyList) {
+  Authenticator auth(keys());
+  auto next = parse_keys(
+      "tenants:\n"
+      "  - name: acme\n"
+      "    keys:\n"
+      "      - {id: acme-prod, hash: " +
+      hash_key("sk-acme-123") +
+      "}\n"
+      "      - {id: acme-new, hash: " +
+      hash_key("sk-acme-new") + "}\n");
+  ASSERT_TRUE(next.ok()) << next.status().to_string();
+  auth.replace(*next);
+  EXPECT_EQ(auth.key_count(), 2u);
+  EXPECT_TRUE(auth.authenticate("Bearer sk-acme-123").ok());  // kept
+  AuthResult r = auth.authenticate("Bearer sk-acme-new");     // added
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.principal->key_id, "acme-new");
+  for (const char* gone : {"Bearer sk-ops-456", "Bearer sk-globex-789"}) {  // removed
+    r = auth.authenticate(gone);
+    EXPECT_FALSE(r.ok()) << gone;
+    EXPECT_EQ(r.error, "unknown API key");
+  }
+}
+
+// Readers during replace() see either list whole: a key that is in both always authenticates,
+// as the same principal.
+TEST(Authenticator, ReplaceWhileAuthenticating) {
+  const KeysFile a = keys();
+  KeysFile b = a;
+  b.keys.pop_back();  // globex-1 goes and comes back
+  Authenticator auth(a);
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&] {
+      while (!stop.load()) {
+        AuthResult r = auth.authenticate("Bearer sk-ops-456");
+        if (!r.ok() || r.principal->key_id != "acme-ops" || !r.principal->admin) ++failures;
+      }
+    });
+  }
+  for (int i = 0; i < 2000; ++i) auth.replace(i % 2 ? a : b);
+  stop.store(true);
+  for (auto& th : readers) th.join();
+  EXPECT_EQ(failures.load(), 0);
 }
 
 TEST(RequiresKeys, LoopbackOnlyIsExempt) {

@@ -262,5 +262,124 @@ TEST(Limits, ConcurrentAdmitsNeverExceedTheLimit) {
   EXPECT_EQ(l.usage("acme", kT0).running, 0);
 }
 
+// --- update(): a reloaded keys file -----------------------------------------------------------
+
+TEST(LimitsUpdate, KeptTenantKeepsItsRunningRequestsUnderTheNewCap) {
+  TenantLimits tl;
+  tl.max_concurrent_requests = 2;
+  Limiter l = limiter(tl);
+  Admission a = l.admit("acme", 1, 1, kT0), b = l.admit("acme", 1, 1, kT0);
+  ASSERT_TRUE(a.ok() && b.ok());
+  expect_refused(l.admit("acme", 1, 1, kT0), LimitKind::kMaxConcurrentRequests, std::nullopt,
+                 "limit (2) reached: 2 requests running");
+
+  tl.max_concurrent_requests = 3;
+  l.update({Tenant{"acme", tl}, Tenant{"free", {}}}, kT0);
+  EXPECT_EQ(l.usage("acme", kT0).running, 2);  // the count survived
+  Admission c = l.admit("acme", 1, 1, kT0);
+  ASSERT_TRUE(c.ok()) << c.status.to_string();
+  expect_refused(l.admit("acme", 1, 1, kT0), LimitKind::kMaxConcurrentRequests, std::nullopt,
+                 "limit (3) reached: 3 requests running");
+
+  // A lower cap revokes nothing: the three run on, and new ones wait until fewer than 1 run.
+  tl.max_concurrent_requests = 1;
+  l.update({Tenant{"acme", tl}, Tenant{"free", {}}}, kT0);
+  EXPECT_EQ(l.usage("acme", kT0).running, 3);
+  ASSERT_TRUE(l.release(a.ticket, 1, 1, kT0).ok());  // tickets from before the reload
+  ASSERT_TRUE(l.release(b.ticket, 1, 1, kT0).ok());
+  expect_refused(l.admit("acme", 1, 1, kT0), LimitKind::kMaxConcurrentRequests, std::nullopt,
+                 "limit (1) reached: 1 requests running");
+  ASSERT_TRUE(l.release(c.ticket, 1, 1, kT0).ok());
+  EXPECT_TRUE(l.admit("acme", 1, 1, kT0).ok());
+  EXPECT_EQ(l.release(a.ticket, 1, 1, kT0).code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(LimitsUpdate, ChangedAddedAndRemovedLimitsApplyToTheNextAdmit) {
+  TenantLimits tl;
+  tl.max_completion_tokens = 10;
+  Limiter l = limiter(tl);
+  ASSERT_TRUE(l.admit("acme", 1, 8, kT0).ok());
+  tl.max_completion_tokens = 5;
+  tl.max_prompt_tokens = 3;
+  l.update({Tenant{"acme", tl}}, kT0);
+  expect_refused(l.admit("acme", 1, 8, kT0), LimitKind::kMaxCompletionTokens, std::nullopt,
+                 "over the max_completion_tokens limit (5)");
+  expect_refused(l.admit("acme", 4, 1, kT0), LimitKind::kMaxPromptTokens, std::nullopt,
+                 "over the max_prompt_tokens limit (3)");
+  l.update({Tenant{"acme", {}}}, kT0);  // no limits section: unlimited
+  EXPECT_TRUE(l.admit("acme", 1000, 1000, kT0).ok());
+}
+
+TEST(LimitsUpdate, TokensPerMinuteWindowSurvives) {
+  TenantLimits tl;
+  tl.tokens_per_minute = 100;
+  Limiter l = limiter(tl);
+  Admission a = l.admit("acme", 20, 60, at_ms(0));  // reserves 80
+  ASSERT_TRUE(a.ok());
+  tl.tokens_per_minute = 120;
+  l.update({Tenant{"acme", tl}}, at_ms(1000));
+  EXPECT_EQ(l.usage("acme", at_ms(1000)).tokens_in_window, 80);
+  expect_refused(l.admit("acme", 20, 30, at_ms(1000)), LimitKind::kTokensPerMinute, seconds(59),
+                 "tokens_per_minute limit (120) exceeded: 80 tokens");
+  ASSERT_TRUE(l.admit("acme", 20, 20, at_ms(1000)).ok());  // 80 + 40 = 120 fits the new limit
+  // The correction at release still finds its entry from before the reload.
+  ASSERT_TRUE(l.release(a.ticket, 20, 5, at_ms(2000)).ok());
+  EXPECT_EQ(l.usage("acme", at_ms(2000)).tokens_in_window, 25 + 40);
+}
+
+TEST(LimitsUpdate, RateChangeKeepsTheSpentTokensNotTheWait) {
+  TenantLimits tl;
+  tl.requests_per_second = 1;
+  tl.burst = 2;
+  Limiter l = limiter(tl);
+  ASSERT_TRUE(l.admit("acme", 1, 1, at_ms(0)).ok());
+  ASSERT_TRUE(l.admit("acme", 1, 1, at_ms(0)).ok());  // the bucket is empty
+  // Twice the rate: the two spent tokens now refill in 1 s, not 2 s; one is back after 0.5 s.
+  tl.requests_per_second = 2;
+  l.update({Tenant{"acme", tl}}, at_ms(0));
+  expect_refused(l.admit("acme", 1, 1, at_ms(0)), LimitKind::kRequestsPerSecond, milliseconds(500),
+                 "requests_per_second limit (2/s, burst 2) exceeded; retry after 0.5 s");
+  ASSERT_TRUE(l.admit("acme", 1, 1, at_ms(500)).ok());
+  // No rate any more: nothing to wait for; a rate added back starts with a full bucket.
+  l.update({Tenant{"acme", {}}}, at_ms(500));
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(l.admit("acme", 1, 1, at_ms(500)).ok());
+  tl.requests_per_second = 1;
+  l.update({Tenant{"acme", tl}}, at_ms(500));
+  ASSERT_TRUE(l.admit("acme", 1, 1, at_ms(500)).ok());
+  ASSERT_TRUE(l.admit("acme", 1, 1, at_ms(500)).ok());
+  expect_refused(l.admit("acme", 1, 1, at_ms(500)), LimitKind::kRequestsPerSecond, seconds(1),
+                 "retry after 1 s");
+}
+
+TEST(LimitsUpdate, NewAndRemovedTenants) {
+  TenantLimits tl;
+  tl.max_concurrent_requests = 1;
+  Limiter l = limiter(tl);
+  EXPECT_EQ(l.admit("initech", 1, 1, kT0).status.code(), StatusCode::kNotFound);
+  Admission running = l.admit("acme", 1, 1, kT0);
+  ASSERT_TRUE(running.ok());
+
+  l.update({Tenant{"free", {}}, Tenant{"initech", {}}}, kT0);  // acme removed, initech added
+  EXPECT_TRUE(l.admit("initech", 1, 1, kT0).ok());
+  // A request that authenticated as acme just before the reload: UNAVAILABLE, so that its retry
+  // meets the new keys (and UNAUTHENTICATED).
+  Admission late = l.admit("acme", 1, 1, kT0);
+  EXPECT_EQ(late.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(late.status.message().find("tenant 'acme' was removed"), std::string::npos)
+      << late.status.message();
+  // The request running when acme was removed finishes normally.
+  EXPECT_EQ(l.usage("acme", kT0).running, 1);
+  EXPECT_TRUE(l.release(running.ticket, 1, 1, kT0).ok());
+  EXPECT_EQ(l.usage("acme", kT0).running, 0);
+
+  // Added back: admitted again, under the limits the file gives it now.
+  tl.max_concurrent_requests = 2;
+  l.update({Tenant{"acme", tl}}, kT0);
+  ASSERT_TRUE(l.admit("acme", 1, 1, kT0).ok());
+  ASSERT_TRUE(l.admit("acme", 1, 1, kT0).ok());
+  expect_refused(l.admit("acme", 1, 1, kT0), LimitKind::kMaxConcurrentRequests, std::nullopt,
+                 "limit (2) reached");
+}
+
 }  // namespace
 }  // namespace pagoda::auth
