@@ -14,6 +14,7 @@
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
 #include "server/admin_service.h"
+#include "server/auth/key_store.h"
 #include "server/generation_service.h"
 #include "server/metrics/http_server.h"
 #include "server/stall_detector.h"
@@ -115,21 +116,19 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);  // reloads the policy file
+  sigaddset(&signals, SIGHUP);  // reloads the policy file and the keys file
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   if (config.threads > 0) ThreadPool::set_default_threads(config.threads);
 
-  // Keys: required to listen beyond loopback, unless explicitly waived.
-  std::unique_ptr<auth::Authenticator> authenticator;
-  std::unique_ptr<auth::Limiter> limiter;
+  // Keys: required to listen beyond loopback, unless explicitly waived. SIGHUP reloads them.
+  std::unique_ptr<auth::KeyStore> keys;
   if (!config.keys_file.empty()) {
-    StatusOr<auth::KeysFile> keys = auth::load_keys_file(config.keys_file);
-    if (!keys.ok()) {
-      std::fprintf(stderr, "pagoda serve: %s\n", keys.status().to_string().c_str());
+    StatusOr<std::unique_ptr<auth::KeyStore>> opened = auth::KeyStore::open(config.keys_file);
+    if (!opened.ok()) {
+      std::fprintf(stderr, "pagoda serve: %s\n", opened.status().to_string().c_str());
       return 2;
     }
-    authenticator = std::make_unique<auth::Authenticator>(*keys);
-    limiter = std::make_unique<auth::Limiter>(keys->tenants);
+    keys = std::move(opened).value();
   } else if (auth::requires_keys(config.host) && !config.insecure_no_auth) {
     std::fprintf(stderr,
                  "pagoda serve: refusing to listen on %s without API keys: pass --keys-file FILE "
@@ -138,7 +137,7 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
     return 2;
   }
   ServerState state(config);
-  state.set_auth(authenticator.get(), limiter.get());
+  if (keys) state.set_auth(keys->authenticator(), keys->limiter());
   // Tracing: spans go to the collector from the exporter's own thread, never blocking serving.
   std::unique_ptr<tracing::OtlpHttpExporter> exporter;
   std::unique_ptr<tracing::Tracer> tracer;
@@ -203,6 +202,9 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   metrics::Registry registry;
   std::unique_ptr<metrics::PagodaMetrics> pagoda_metrics;
   std::unique_ptr<metrics::HttpServer> http;
+  // Destroyed before the metrics it feeds: the ledger's writer stops observing into them.
+  std::unique_ptr<ledger::Ledger, void (*)(ledger::Ledger*)> ledger_observer(
+      nullptr, [](ledger::Ledger* l) { l->set_commit_observer(nullptr); });
   if (config.metrics_port >= 0) {
     StatusOr<std::unique_ptr<metrics::PagodaMetrics>> made = metrics::PagodaMetrics::create(
         &registry, {"length", "stop", "stop_sequence", "cancelled", "time_limit", "error"});
@@ -212,6 +214,31 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
     }
     pagoda_metrics = std::move(made).value();
     state.set_metrics(pagoda_metrics.get());
+    // The exporter's and the ledger's totals are sampled at scrape time (lock-free reads);
+    // counters advance by what changed. Commit times are observed by the ledger's writer.
+    if (exporter) {
+      registry.add_collect_hook([m = pagoda_metrics.get(), e = exporter.get()] {
+        const tracing::OtlpExporterStats s = e->stats();
+        m->sample_trace_export(
+            {.exported = s.exported, .dropped = s.dropped, .failed = s.failed, .queued = s.queued});
+      });
+    }
+    if (usage_ledger) {
+      registry.add_collect_hook([m = pagoda_metrics.get(), l = usage_ledger.get()] {
+        const ledger::LedgerStats s = l->stats();
+        m->sample_ledger({.commits = s.commits,
+                          .rows_committed = s.rows_committed,
+                          .failed_commits = s.failed_batches,
+                          .rows_failed = s.rows_failed,
+                          .rows_rejected = s.rejected_full,
+                          .queued = s.queued});
+      });
+      usage_ledger->set_commit_observer([m = pagoda_metrics.get()](const ledger::CommitEvent& e) {
+        m->ledger_commit_duration->observe(e.commit_seconds);
+        for (double wait : e.row_wait_seconds) m->ledger_commit_wait->observe(wait);
+      });
+      ledger_observer.reset(usage_ledger.get());
+    }
     metrics::HttpServerOptions options;
     options.host = config.metrics_host;
     options.port = config.metrics_port;
@@ -285,15 +312,24 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
   for (;;) {
     sigwait(&signals, &sig);
     if (sig != SIGHUP) break;
-    if (!policies) {
-      std::fprintf(stderr, "pagoda serve: SIGHUP: no policy file to reload\n");
+    if (!policies && !keys) {
+      std::fprintf(stderr, "pagoda serve: SIGHUP: no policy file or keys file to reload\n");
       continue;
     }
-    // A bad file is rejected and the old policies stay; requests in flight keep theirs.
-    const Status s = policies->reload(config.policy_file);
-    std::fprintf(stderr, "pagoda serve: SIGHUP: %s\n",
-                 s.ok() ? ("reloaded " + config.policy_file).c_str()
-                        : ("kept the old policies: " + s.to_string()).c_str());
+    // A bad file is rejected and the old one stays; requests in flight keep theirs. The two
+    // files are independent: a bad policy file does not stop a good keys file, nor the reverse.
+    if (policies) {
+      const Status s = policies->reload(config.policy_file);
+      std::fprintf(stderr, "pagoda serve: SIGHUP: %s\n",
+                   s.ok() ? ("reloaded " + config.policy_file).c_str()
+                          : ("kept the old policies: " + s.to_string()).c_str());
+    }
+    if (keys) {
+      const Status s = keys->reload(config.keys_file);
+      std::fprintf(stderr, "pagoda serve: SIGHUP: %s\n",
+                   s.ok() ? ("reloaded " + config.keys_file).c_str()
+                          : ("kept the old keys: " + s.to_string()).c_str());
+    }
   }
   std::fprintf(stderr, "pagoda serve: %s: draining (up to %.0f s)\n",
                sig == SIGTERM ? "SIGTERM" : "SIGINT", config.drain_timeout_seconds);

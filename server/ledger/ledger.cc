@@ -264,13 +264,14 @@ std::shared_ptr<CommitTicket> Ledger::append(LedgerRow row) {
                                           row.request_id + "' not recorded"));
   }
   if (!room) {
-    ++stats_.rejected_full;
+    stats_.rejected_full.fetch_add(1, std::memory_order_relaxed);
     return done_ticket(Unavailable("ledger queue full (" + std::to_string(options_.max_queue) +
                                    " rows) for " + std::to_string(options_.append_timeout.count()) +
                                    " ms; request '" + row.request_id + "' not recorded"));
   }
   auto ticket = std::make_shared<CommitTicket>();
-  queue_.push_back(Pending{std::move(row), ticket});
+  queue_.push_back(Pending{std::move(row), ticket, std::chrono::steady_clock::now()});
+  stats_.queued.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
   lock.unlock();
   work_cv_.notify_one();
   return ticket;
@@ -294,22 +295,28 @@ void Ledger::writer_loop() {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      stats_.queued.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
       writer_busy_ = true;
     }
     space_cv_.notify_all();
+    const auto start = std::chrono::steady_clock::now();
     Status st = commit_batch(batch);
+    const double commit_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto rows = static_cast<int64_t>(batch.size());
+    if (st.ok()) {
+      stats_.commits.fetch_add(1, std::memory_order_relaxed);
+      stats_.rows_committed.fetch_add(rows, std::memory_order_relaxed);
+    } else {
+      stats_.failed_batches.fetch_add(1, std::memory_order_relaxed);
+      stats_.rows_failed.fetch_add(rows, std::memory_order_relaxed);
+    }
     {
       std::lock_guard lock(mu_);
-      if (st.ok()) {
-        ++stats_.commits;
-        stats_.rows_committed += static_cast<int64_t>(batch.size());
-      } else {
-        ++stats_.failed_batches;
-        stats_.rows_failed += static_cast<int64_t>(batch.size());
-      }
       writer_busy_ = false;
     }
     idle_cv_.notify_all();
+    notify_observer(batch, st.ok(), commit_seconds);
     for (Pending& p : batch) p.ticket->complete(st);
   }
 }
@@ -378,9 +385,32 @@ Status Ledger::exec_on_writer_for_testing(const std::string& sql) {
   return exec(writer_db_, sql, "test hook");
 }
 
-LedgerStats Ledger::stats() {
-  std::lock_guard lock(mu_);
-  return stats_;
+LedgerStats Ledger::stats() const {
+  LedgerStats s;
+  s.commits = stats_.commits.load(std::memory_order_relaxed);
+  s.rows_committed = stats_.rows_committed.load(std::memory_order_relaxed);
+  s.failed_batches = stats_.failed_batches.load(std::memory_order_relaxed);
+  s.rows_failed = stats_.rows_failed.load(std::memory_order_relaxed);
+  s.rejected_full = stats_.rejected_full.load(std::memory_order_relaxed);
+  s.queued = stats_.queued.load(std::memory_order_relaxed);
+  return s;
+}
+
+void Ledger::set_commit_observer(CommitObserver observer) {
+  std::lock_guard lock(observer_mu_);
+  observer_ = std::move(observer);
+}
+
+void Ledger::notify_observer(const std::vector<Pending>& batch, bool ok, double commit_seconds) {
+  // Held while the observer runs, so set_commit_observer() waits for a call in progress.
+  std::lock_guard lock(observer_mu_);
+  if (!observer_) return;
+  const auto end = std::chrono::steady_clock::now();
+  row_waits_.clear();
+  for (const Pending& p : batch) {
+    row_waits_.push_back(std::chrono::duration<double>(end - p.appended).count());
+  }
+  observer_(CommitEvent{ok, batch.size(), commit_seconds, row_waits_});
 }
 
 // --- Ledger: queries ----------------------------------------------------------------------

@@ -38,14 +38,17 @@
 // gets the current schema. Thread-safety: all public methods may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -98,7 +101,19 @@ struct LedgerStats {
   int64_t failed_batches = 0;  // transactions rolled back
   int64_t rows_failed = 0;
   int64_t rejected_full = 0;  // appends refused because the queue stayed full
+  int64_t queued = 0;         // rows waiting for the writer now (not counting a batch committing)
 };
+
+// One group commit, as the writer saw it (for metrics). `row_wait_seconds[i]`: how long the
+// batch's i-th row waited from append() until its transaction ended, which is what a final
+// response waiting on its ticket waits. Valid only during the observer call.
+struct CommitEvent {
+  bool ok = false;              // committed (true) or rolled back (false)
+  size_t rows = 0;              // rows in the transaction
+  double commit_seconds = 0.0;  // BEGIN until COMMIT (with its fsync) or ROLLBACK returned
+  std::span<const double> row_wait_seconds;  // `rows` entries
+};
+using CommitObserver = std::function<void(const CommitEvent&)>;
 
 // Completes once the row's transaction has committed (OK) or failed (an error).
 class CommitTicket {
@@ -168,8 +183,16 @@ class Ledger {
                                         int64_t since_unix_ms, int64_t until_unix_ms, int limit,
                                         int64_t after_cursor = 0);
 
-  LedgerStats stats();
+  // Lock-free (relaxed atomics): cheap enough to sample for metrics at any time; the fields
+  // are read one by one, so a snapshot taken during a commit may mix before and after.
+  LedgerStats stats() const;
   const std::string& path() const { return path_; }
+
+  // Called on the writer thread after each transaction, after stats() counted it and before
+  // the batch's tickets complete: it must be quick and must not call into this ledger. Empty
+  // (the default) disables it. Once this returns, the previous observer is neither running nor
+  // called again, so whatever it points to may be destroyed.
+  void set_commit_observer(CommitObserver observer);
 
   // Test hooks. While paused the writer takes no new batch (a commit already running finishes);
   // appends queue up and are committed as one batch (up to max_batch) after resume. close()
@@ -184,11 +207,19 @@ class Ledger {
   struct Pending {
     LedgerRow row;
     std::shared_ptr<CommitTicket> ticket;
+    std::chrono::steady_clock::time_point appended;
+  };
+  // The counters behind stats(): written by the writer (rejected_full by append()), read by
+  // anyone without a lock.
+  struct AtomicStats {
+    std::atomic<int64_t> commits{0}, rows_committed{0}, failed_batches{0}, rows_failed{0},
+        rejected_full{0}, queued{0};
   };
 
   Ledger(std::string path, Options options, sqlite3* writer_db, sqlite3* reader_db);
   void writer_loop();
   Status commit_batch(const std::vector<Pending>& batch);
+  void notify_observer(const std::vector<Pending>& batch, bool ok, double commit_seconds);
   StatusOr<std::string> resolve_tenant(const Scope& scope, const std::string& tenant) const;
 
   const std::string path_;
@@ -208,7 +239,11 @@ class Ledger {
   bool paused_ = false;
   bool writer_busy_ = false;  // a batch is being committed
   std::condition_variable idle_cv_;
-  LedgerStats stats_;
+  AtomicStats stats_;
+
+  std::mutex observer_mu_;  // guards observer_; taken by the writer and set_commit_observer only
+  CommitObserver observer_;
+  std::vector<double> row_waits_;  // the writer's scratch for CommitEvent::row_wait_seconds
 
   std::mutex close_mu_;  // serializes close()
   std::thread writer_;

@@ -5,6 +5,7 @@
 // lookup (a mutex and a map find): do it once per request or per tenant and keep the pointer.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,30 @@ const std::vector<double>& time_to_first_token_buckets();
 const std::vector<double>& inter_token_latency_buckets();
 const std::vector<double>& e2e_request_latency_buckets();
 const std::vector<double>& request_queue_time_buckets();
+const std::vector<double>& ledger_commit_buckets();  // both ledger histograms
+
+// Advances `counter`, which mirrors a monotonically increasing total kept elsewhere (the span
+// exporter's, the ledger's), by what the total gained since the last call: afterwards it reads
+// `total`. A total below the counter's value changes nothing (counters never go down).
+void advance_to(Counter* counter, double total);
+
+// What the span exporter reports (tracing::OtlpExporterStats), copied by the server.
+struct TraceExportTotals {
+  uint64_t exported = 0;  // accepted by the collector
+  uint64_t dropped = 0;   // queue full or shut down
+  uint64_t failed = 0;    // collector unreachable, timed out or non-2xx
+  uint64_t queued = 0;    // waiting in the queue now
+};
+
+// What the ledger reports (ledger::LedgerStats), copied by the server.
+struct LedgerTotals {
+  int64_t commits = 0;         // transactions committed
+  int64_t rows_committed = 0;  // rows in them
+  int64_t failed_commits = 0;  // transactions rolled back
+  int64_t rows_failed = 0;     // rows in them
+  int64_t rows_rejected = 0;   // appends refused because the queue stayed full
+  int64_t queued = 0;          // rows waiting for the writer now
+};
 
 class PagodaMetrics {
  public:
@@ -40,6 +65,27 @@ class PagodaMetrics {
   Histogram* inter_token_latency = nullptr;  // between successive output tokens
   Histogram* e2e_request_latency = nullptr;  // arrival -> final response
   Histogram* request_queue_time = nullptr;   // arrival -> first scheduled
+
+  // Span export (--otlp-endpoint): counters follow the exporter's totals (sample_trace_export).
+  Counter* trace_spans_exported = nullptr;
+  Counter* trace_spans_dropped = nullptr;
+  Counter* trace_spans_failed = nullptr;
+  Gauge* trace_spans_queued = nullptr;
+  // Usage ledger (--ledger): counters follow the ledger's totals (sample_ledger); the
+  // histograms are observed per commit from the ledger's writer thread.
+  Counter* ledger_commits = nullptr;
+  Counter* ledger_rows_committed = nullptr;
+  Counter* ledger_commit_failures = nullptr;
+  Counter* ledger_rows_failed = nullptr;
+  Counter* ledger_rows_rejected = nullptr;
+  Gauge* ledger_queue_rows = nullptr;
+  Histogram* ledger_commit_duration = nullptr;  // BEGIN -> COMMIT returned, per transaction
+  Histogram* ledger_commit_wait = nullptr;      // append -> commit outcome, per row
+
+  // Copy totals sampled from the exporter / the ledger (e.g. in a collect hook): counters
+  // advance by what changed since the previous call, gauges are set.
+  void sample_trace_export(const TraceExportTotals& t);
+  void sample_ledger(const LedgerTotals& t);
 
   Counter* prompt_tokens(const std::string& tenant) { return prompt_tokens_->with({tenant}); }
   Counter* generation_tokens(const std::string& tenant) {

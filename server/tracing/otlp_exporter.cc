@@ -100,6 +100,7 @@ void OtlpHttpExporter::export_span(SpanData span) {
       return;
     }
     queue_.push_back(std::move(span));
+    queued_.store(queue_.size(), std::memory_order_relaxed);
     ++enqueued_;
     wake = queue_.size() >= options_.max_batch_spans;
   }
@@ -121,6 +122,7 @@ void OtlpHttpExporter::run() {
     batch.assign(std::make_move_iterator(queue_.begin()),
                  std::make_move_iterator(queue_.begin() + static_cast<ptrdiff_t>(n)));
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
+    queued_.store(queue_.size(), std::memory_order_relaxed);
     lock.unlock();
 
     std::string body = otlp_json_body(batch, options_.service_name);
@@ -140,6 +142,7 @@ void OtlpHttpExporter::run() {
   dropped_.fetch_add(queue_.size(), std::memory_order_relaxed);
   processed_ += queue_.size();
   queue_.clear();
+  queued_.store(0, std::memory_order_relaxed);
   done_cv_.notify_all();
 }
 
@@ -169,7 +172,7 @@ void OtlpHttpExporter::shutdown(std::chrono::milliseconds timeout) {
 
 OtlpExporterStats OtlpHttpExporter::stats() const {
   return {exported_.load(std::memory_order_relaxed), dropped_.load(std::memory_order_relaxed),
-          failed_.load(std::memory_order_relaxed)};
+          failed_.load(std::memory_order_relaxed), queued_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace pagoda::tracing

@@ -31,6 +31,7 @@ struct OtlpExporterStats {
   uint64_t exported = 0;  // accepted by the collector (2xx)
   uint64_t dropped = 0;   // queue full, or still queued when shutdown gave up
   uint64_t failed = 0;    // collector unreachable, timed out, or answered non-2xx
+  uint64_t queued = 0;    // waiting in the queue now (not counting a batch being sent)
 };
 
 // Builds the OTLP JSON request body (ExportTraceServiceRequest) for a batch.
@@ -53,6 +54,7 @@ class OtlpHttpExporter final : public SpanExporter {
   // about timeout + request_timeout. Idempotent.
   void shutdown(std::chrono::milliseconds timeout);
 
+  // Lock-free (relaxed atomics): cheap enough to sample for metrics at any time.
   OtlpExporterStats stats() const;
 
  private:
@@ -75,6 +77,7 @@ class OtlpHttpExporter final : public SpanExporter {
   std::atomic<uint64_t> exported_{0};
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> failed_{0};
+  std::atomic<uint64_t> queued_{0};  // queue_.size(), written under mu_, read without it
   std::thread worker_;
 };
 

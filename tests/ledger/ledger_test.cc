@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <chrono>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -213,6 +215,84 @@ TEST(Ledger, GroupCommitPutsEverythingQueuedIntoOneTransaction) {
   LedgerStats stats = ledger->stats();
   EXPECT_EQ(stats.commits, 2);  // 300 rows, one transaction
   EXPECT_EQ(stats.rows_committed, 301);
+}
+
+// What the server samples into metrics: stats() counts queued and committed rows, and the
+// commit observer sees each transaction (its rows, outcome, time and each row's wait) before the
+// transaction's tickets complete.
+TEST(Ledger, StatsAndCommitObserverReportEachTransaction) {
+  TempDir dir;
+  auto ledger = open_or_die(dir.file("ledger.db"));
+  struct Seen {
+    bool ok;
+    size_t rows;
+    double commit_seconds;
+    std::vector<double> waits;
+  };
+  std::mutex mu;
+  std::vector<Seen> seen;
+  ledger->set_commit_observer([&](const CommitEvent& e) {
+    std::lock_guard lock(mu);
+    seen.push_back({e.ok, e.rows, e.commit_seconds,
+                    std::vector<double>(e.row_wait_seconds.begin(), e.row_wait_seconds.end())});
+  });
+  ledger->pause_writer_for_testing();
+  std::vector<std::shared_ptr<CommitTicket>> tickets;
+  for (int i = 0; i < 10; ++i) tickets.push_back(ledger->append(make_row("a", i)));
+  EXPECT_EQ(ledger->stats().queued, 10);
+  EXPECT_EQ(ledger->stats().rows_committed, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // at least: a lower bound below
+  ledger->resume_writer_for_testing();
+  for (auto& t : tickets) ASSERT_TRUE(t->wait().ok());
+  {
+    std::lock_guard lock(mu);  // observed before the tickets completed: no waiting needed
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_TRUE(seen[0].ok);
+    EXPECT_EQ(seen[0].rows, 10u);
+    EXPECT_GT(seen[0].commit_seconds, 0.0);
+    ASSERT_EQ(seen[0].waits.size(), 10u);
+    for (double w : seen[0].waits) {
+      EXPECT_GE(w, 0.005);                   // every row waited out the pause...
+      EXPECT_GE(w, seen[0].commit_seconds);  // ...and the whole commit
+    }
+  }
+  LedgerStats stats = ledger->stats();
+  EXPECT_EQ(stats.queued, 0);
+  EXPECT_EQ(stats.commits, 1);
+  EXPECT_EQ(stats.rows_committed, 10);
+
+  // A failed transaction is observed too (ok false), and counted as failed.
+  ledger->pause_writer_for_testing();
+  ASSERT_TRUE(ledger->exec_on_writer_for_testing("PRAGMA max_page_count=1").ok());
+  tickets.clear();
+  for (int i = 10; i < 60; ++i) {
+    LedgerRow row = make_row("a", i);
+    row.policy_outcome = std::string(200, 'x');  // enough bytes to need new pages
+    tickets.push_back(ledger->append(row));
+  }
+  ledger->resume_writer_for_testing();
+  for (auto& t : tickets) EXPECT_EQ(t->wait().code(), StatusCode::kUnavailable);
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_FALSE(seen[1].ok);
+    EXPECT_EQ(seen[1].rows, 50u);
+    EXPECT_EQ(seen[1].waits.size(), 50u);
+  }
+  stats = ledger->stats();
+  EXPECT_EQ(stats.failed_batches, 1);
+  EXPECT_EQ(stats.rows_failed, 50);
+  EXPECT_EQ(stats.rows_committed, 10);
+
+  // Cleared: later commits are not observed.
+  ledger->set_commit_observer(nullptr);
+  ledger->pause_writer_for_testing();
+  ASSERT_TRUE(ledger->exec_on_writer_for_testing("PRAGMA max_page_count=1073741823").ok());
+  ledger->resume_writer_for_testing();
+  ASSERT_TRUE(ledger->append(make_row("a", 60))->wait().ok());
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen.size(), 2u);
+  EXPECT_EQ(ledger->stats().rows_committed, 11);
 }
 
 TEST(Ledger, BatchesAreCappedAtMaxBatch) {

@@ -23,6 +23,18 @@ const char* const kNames[] = {
     "pagoda_request_queue_time_seconds",
     "pagoda_policy_decisions_total",
     "pagoda_requests_finished_total",
+    "pagoda_trace_spans_exported_total",
+    "pagoda_trace_spans_dropped_total",
+    "pagoda_trace_spans_failed_total",
+    "pagoda_trace_spans_queued",
+    "pagoda_ledger_commits_total",
+    "pagoda_ledger_rows_committed_total",
+    "pagoda_ledger_commit_failures_total",
+    "pagoda_ledger_rows_failed_total",
+    "pagoda_ledger_rows_rejected_total",
+    "pagoda_ledger_queue_rows",
+    "pagoda_ledger_commit_duration_seconds",
+    "pagoda_ledger_commit_wait_seconds",
 };
 
 bool has_line(const std::string& text, const std::string& line) {
@@ -92,6 +104,80 @@ TEST(PagodaMetrics, KnownWorkloadGivesKnownValues) {
   }
 }
 
+// The exporter's and the ledger's totals are copied at every scrape: counters follow the totals
+// by deltas (sampling twice adds nothing), gauges are set, and a total that goes backwards (a
+// restarted source) never makes a counter go down.
+TEST(PagodaMetrics, SampledTotalsAdvanceCountersByDeltas) {
+  Registry r;
+  auto created = PagodaMetrics::create(&r);
+  ASSERT_TRUE(created.ok());
+  PagodaMetrics& m = **created;
+  m.sample_trace_export({.exported = 5, .dropped = 0, .failed = 7, .queued = 3});
+  m.sample_trace_export({.exported = 5, .dropped = 0, .failed = 7, .queued = 3});
+  m.sample_ledger({.commits = 2,
+                   .rows_committed = 9,
+                   .failed_commits = 1,
+                   .rows_failed = 4,
+                   .rows_rejected = 0,
+                   .queued = 6});
+  std::string t = r.render();
+  for (const char* line : {
+           "pagoda_trace_spans_exported_total 5",
+           "pagoda_trace_spans_dropped_total 0",
+           "pagoda_trace_spans_failed_total 7",
+           "pagoda_trace_spans_queued 3",
+           "pagoda_ledger_commits_total 2",
+           "pagoda_ledger_rows_committed_total 9",
+           "pagoda_ledger_commit_failures_total 1",
+           "pagoda_ledger_rows_failed_total 4",
+           "pagoda_ledger_rows_rejected_total 0",
+           "pagoda_ledger_queue_rows 6",
+       }) {
+    EXPECT_TRUE(has_line(t, line)) << line << "\n" << t;
+  }
+  m.sample_trace_export({.exported = 8, .dropped = 2048, .failed = 6, .queued = 0});
+  m.sample_ledger({.commits = 3, .rows_committed = 12, .rows_rejected = 1});
+  t = r.render();
+  for (const char* line : {
+           "pagoda_trace_spans_exported_total 8",
+           "pagoda_trace_spans_dropped_total 2048",
+           "pagoda_trace_spans_failed_total 7",  // went "back" to 6: stays at 7
+           "pagoda_trace_spans_queued 0",
+           "pagoda_ledger_commits_total 3",
+           "pagoda_ledger_rows_committed_total 12",
+           "pagoda_ledger_commit_failures_total 1",
+           "pagoda_ledger_rows_rejected_total 1",
+           "pagoda_ledger_queue_rows 0",
+       }) {
+    EXPECT_TRUE(has_line(t, line)) << line << "\n" << t;
+  }
+  m.ledger_commit_duration->observe(0.003);  // in (0.0025, 0.005]
+  m.ledger_commit_wait->observe(0.0004);     // in (0.00025, 0.001]
+  t = r.render();
+  for (const char* line : {
+           "pagoda_ledger_commit_duration_seconds_bucket{le=\"0.0025\"} 0",
+           "pagoda_ledger_commit_duration_seconds_bucket{le=\"0.005\"} 1",
+           "pagoda_ledger_commit_duration_seconds_count 1",
+           "pagoda_ledger_commit_wait_seconds_bucket{le=\"0.00025\"} 0",
+           "pagoda_ledger_commit_wait_seconds_bucket{le=\"0.001\"} 1",
+           "pagoda_ledger_commit_wait_seconds_bucket{le=\"+Inf\"} 1",
+       }) {
+    EXPECT_TRUE(has_line(t, line)) << line << "\n" << t;
+  }
+}
+
+TEST(PagodaMetrics, AdvanceToNeverGoesDown) {
+  Counter c;
+  advance_to(&c, 3);
+  EXPECT_EQ(c.value(), 3);
+  advance_to(&c, 3);
+  EXPECT_EQ(c.value(), 3);
+  advance_to(&c, 1);
+  EXPECT_EQ(c.value(), 3);
+  advance_to(&c, 10.5);
+  EXPECT_EQ(c.value(), 10.5);
+}
+
 std::string bucket_list(const std::vector<double>& b) {
   std::string s;
   for (double v : b) s += (s.empty() ? "" : ", ") + format_value(v);
@@ -108,8 +194,9 @@ TEST(PagodaMetrics, ReadmeDocumentsNamesAndBuckets) {
   for (const char* name : kNames) {
     EXPECT_NE(readme.find(std::string("`").append(name).append("`")), std::string::npos) << name;
   }
-  for (const auto* b : {&time_to_first_token_buckets(), &inter_token_latency_buckets(),
-                        &e2e_request_latency_buckets(), &request_queue_time_buckets()}) {
+  for (const auto* b :
+       {&time_to_first_token_buckets(), &inter_token_latency_buckets(),
+        &e2e_request_latency_buckets(), &request_queue_time_buckets(), &ledger_commit_buckets()}) {
     EXPECT_NE(readme.find(bucket_list(*b)), std::string::npos) << bucket_list(*b);
   }
 }

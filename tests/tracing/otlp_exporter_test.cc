@@ -185,6 +185,32 @@ TEST(OtlpExporterTest, FlushSendsPartialBatchWithoutWaitingForTheDelay) {
   EXPECT_EQ(spans_by_name(collector).size(), 5u);
 }
 
+// stats() is what the server samples into metrics: queued follows the queue, and every span ends
+// up in exactly one of exported / failed / dropped.
+TEST(OtlpExporterTest, StatsReportQueuedSpansUntilTheyAreSent) {
+  Collector collector;
+  auto exporter = make_exporter({.endpoint = collector.url(),
+                                 .service_name = "pagoda-test",
+                                 .max_queue_spans = 8,
+                                 .batch_delay = std::chrono::hours(1)});
+  ASSERT_TRUE(exporter);
+  Tracer tracer(exporter.get(), 1.0);
+  for (int i = 0; i < 5; ++i) tracer.start_root("s").end();
+  OtlpExporterStats stats = exporter->stats();
+  EXPECT_EQ(stats.queued, 5u);  // the batch delay is an hour: nothing has left yet
+  EXPECT_EQ(stats.exported + stats.failed + stats.dropped, 0u);
+  for (int i = 0; i < 5; ++i) tracer.start_root("s").end();  // 3 fit, 2 are dropped
+  stats = exporter->stats();
+  EXPECT_EQ(stats.queued, 8u);
+  EXPECT_EQ(stats.dropped, 2u);
+  ASSERT_TRUE(exporter->flush(5s));
+  stats = exporter->stats();
+  EXPECT_EQ(stats.queued, 0u);
+  EXPECT_EQ(stats.exported, 8u);
+  EXPECT_EQ(stats.failed, 0u);
+  EXPECT_EQ(stats.dropped, 2u);
+}
+
 TEST(OtlpExporterTest, BatchesAreSplitAtMaxBatchSpans) {
   Collector collector;
   auto exporter = make_exporter({.endpoint = collector.url(),
@@ -220,6 +246,7 @@ TEST(OtlpExporterTest, CollectorDownCountsSpansAndNeverBlocksTheCaller) {
   EXPECT_EQ(stats.exported, 0u);
   EXPECT_GT(stats.dropped, 0u);  // the queue (256) cannot hold a 10k burst
   EXPECT_EQ(stats.dropped + stats.failed, 10000u);
+  EXPECT_EQ(stats.queued, 0u);  // shutdown left nothing behind
   ::close(reserved);
 }
 
