@@ -104,6 +104,14 @@ struct GatherRowsArgs {
   TensorView out;   // [R, dim], activation dtype
 };
 
+// out[r] = the lowest index i with logits[r, i] == max_j logits[r, j], NaN counting as -inf;
+// 0 when every value is -inf or NaN. Exactly the greedy choice of the engine's sampler, so
+// greedy rows need only their ids copied back, not [R, vocab] floats.
+struct ArgmaxArgs {
+  TensorView logits;  // [R, vocab] f32
+  TensorView out;     // [R] i32
+};
+
 // Owning handle to backend memory; frees through the backend that made it.
 class DeviceBuffer {
  public:
@@ -165,6 +173,7 @@ class Backend {
   virtual Status kv_write(const KvWriteArgs& a) = 0;
   virtual Status attention(const AttentionArgs& a) = 0;
   virtual Status gather_rows(const GatherRowsArgs& a) = 0;
+  virtual Status argmax(const ArgmaxArgs& a) = 0;
 };
 
 }  // namespace pagoda

@@ -25,6 +25,7 @@ Status add(ThreadPool& pool, const AddArgs& a);
 Status kv_write(ThreadPool& pool, const KvWriteArgs& a);
 Status attention(ThreadPool& pool, const AttentionArgs& a);
 Status gather_rows(ThreadPool& pool, const GatherRowsArgs& a);
+Status argmax(ThreadPool& pool, const ArgmaxArgs& a);
 
 // ---- argument checks -----------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ class CudaBackend final : public Backend {
   Status kv_write(const KvWriteArgs& a) override { return run(cuda::kv_write_cuda, a); }
   Status attention(const AttentionArgs& a) override { return run(cuda::attention_cuda, a); }
   Status gather_rows(const GatherRowsArgs& a) override { return run(cuda::gather_rows_cuda, a); }
+  Status argmax(const ArgmaxArgs& a) override { return run(cuda::argmax_cuda, a); }
 
  private:
   // Makes this backend's device current and queues the op on its stream.

@@ -14,14 +14,15 @@ namespace pagoda::cuda {
 Status rms_norm_cuda(const RmsNormArgs& a, cudaStream_t stream);
 
 // The rest of the forward pass (activations f32 or bf16, f32 math; see kernels/ops.h).
-Status embedding_cuda(const EmbeddingArgs& a, cudaStream_t stream);      // embedding.cu
-Status rope_cuda(const RopeArgs& a, cudaStream_t stream);                // rope.cu
-Status swiglu_cuda(const SwigluArgs& a, cudaStream_t stream);            // swiglu.cu
-Status add_cuda(const AddArgs& a, cudaStream_t stream);                  // swiglu.cu
-Status kv_write_cuda(const KvWriteArgs& a, cudaStream_t stream);         // kv_write.cu
-Status gather_rows_cuda(const GatherRowsArgs& a, cudaStream_t stream);   // gather_rows.cu
-Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);      // attention.cu
+Status embedding_cuda(const EmbeddingArgs& a, cudaStream_t stream);     // embedding.cu
+Status rope_cuda(const RopeArgs& a, cudaStream_t stream);               // rope.cu
+Status swiglu_cuda(const SwigluArgs& a, cudaStream_t stream);           // swiglu.cu
+Status add_cuda(const AddArgs& a, cudaStream_t stream);                 // swiglu.cu
+Status kv_write_cuda(const KvWriteArgs& a, cudaStream_t stream);        // kv_write.cu
+Status gather_rows_cuda(const GatherRowsArgs& a, cudaStream_t stream);  // gather_rows.cu
+Status argmax_cuda(const ArgmaxArgs& a, cudaStream_t stream);           // argmax.cu
+Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);     // attention.cu
 // cuBLASLt GEMM; keeps its handle and workspace per device (created on first use).
-Status matmul_cuda(const MatmulArgs& a, cudaStream_t stream);            // matmul.cu
+Status matmul_cuda(const MatmulArgs& a, cudaStream_t stream);  // matmul.cu
 
 }  // namespace pagoda::cuda
