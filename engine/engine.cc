@@ -38,6 +38,13 @@ size_t utf8_boundary(const std::string& s, size_t n) {
   return n;
 }
 
+// The sampler's greedy path with nothing that needs the logits on the host: no penalties, no
+// logprobs. Then its choice is exactly the backend's argmax (kernels/ops.h ArgmaxArgs).
+bool greedy_on_backend(const SamplingParams& p) {
+  return (!(p.temperature > 0.0f) || p.top_k == 1) && p.repetition_penalty == 1.0f &&
+         p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f && p.logprobs == 0;
+}
+
 FinishReason from_end_reason(EndReason r, FinishReason stop_reason) {
   switch (r) {
     case EndReason::kStop:
@@ -290,7 +297,13 @@ void Engine::step() {
       l.usage.cached_tokens = s.num_cached_tokens;
     }
   }
-  const Status run = runner_->execute(plan, &logits_);
+  // Greedy rows without penalties or logprobs take the backend's argmax (the sampler's greedy
+  // rule exactly) and copy back one id; the rest copy back their logits for the sampler.
+  wants_logits_.assign(plan.seqs.size(), 0);
+  for (size_t i = 0; i < plan.seqs.size(); ++i)
+    if (plan.seqs[i].sample)
+      wants_logits_[i] = !greedy_on_backend(live(plan.seqs[i].id, "plan").request.params);
+  const Status run = runner_->execute(plan, wants_logits_, &sampled_);
   const auto computed = EngineClock::now();
   for (const ScheduledSeq& s : plan.seqs) {
     // A decode computes exactly the last sampled token of a running request; anything else
@@ -316,18 +329,25 @@ void Engine::step() {
   const int vocab = mc.vocab_size;
   std::vector<SampledToken> sampled;
   std::unordered_map<RequestId, int> new_token;
-  int row = 0;
-  for (const ScheduledSeq& s : plan.seqs) {
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    const ScheduledSeq& s = plan.seqs[i];
     if (!s.sample) continue;
     Live& l = live(s.id, "sampled");
     const RequestState* st = scheduler_.find(s.id);
     const SamplingParams& p = l.request.params;
-    const std::span<const float> logits(logits_.data() + static_cast<size_t>(row++) * vocab, vocab);
-    const std::span<const int> prompt(st->tokens.data(), st->prompt_len);
-    const std::span<const int> output(st->tokens.data() + st->prompt_len, st->num_output());
-    const int token =
-        sampler_.sample(logits, p, prompt, output, l.seed, static_cast<int64_t>(st->tokens.size()));
-    if (p.logprobs > 0) l.logprobs.push_back(sampler_.logprobs(logits, token, p.logprobs));
+    const int row = sampled_.row_of_seq[i];
+    int token = 0;
+    if (!wants_logits_[i]) {
+      token = sampled_.greedy_ids[row];
+    } else {
+      const std::span<const float> logits(sampled_.logits.data() + static_cast<size_t>(row) * vocab,
+                                          vocab);
+      const std::span<const int> prompt(st->tokens.data(), st->prompt_len);
+      const std::span<const int> output(st->tokens.data() + st->prompt_len, st->num_output());
+      token = sampler_.sample(logits, p, prompt, output, l.seed,
+                              static_cast<int64_t>(st->tokens.size()));
+      if (p.logprobs > 0) l.logprobs.push_back(sampler_.logprobs(logits, token, p.logprobs));
+    }
     bool stop = false;
     if ((!p.ignore_eos && std::count(mc.eos_token_ids.begin(), mc.eos_token_ids.end(), token)) ||
         std::count(p.stop_token_ids.begin(), p.stop_token_ids.end(), token)) {

@@ -87,9 +87,10 @@ class Engine {
   EngineConfig config_;
   SchedulerConfig sched_config_;
   std::unique_ptr<ModelRunner> runner_;
-  Scheduler scheduler_;  // engine thread only
-  Sampler sampler_;      // engine thread only
-  std::vector<float> logits_;
+  Scheduler scheduler_;                                        // engine thread only
+  Sampler sampler_;                                            // engine thread only
+  ModelRunner::Sampled sampled_;                               // reused across steps
+  std::vector<uint8_t> wants_logits_;                          // per plan.seqs entry
   std::unordered_map<RequestId, std::unique_ptr<Live>> live_;  // engine thread only
 
   // Shared with submit()/cancel().

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/check.h"
+
 namespace pagoda {
 
 StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::create(LlamaModel* model, int num_blocks,
@@ -12,7 +14,9 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::create(LlamaModel* model, in
   return std::unique_ptr<ModelRunner>(new ModelRunner(model, std::move(cache), block_size));
 }
 
-Status ModelRunner::execute(const StepPlan& plan, std::vector<float>* logits) {
+Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants_logits,
+                            Sampled* out) {
+  PAGODA_CHECK(wants_logits.empty() || wants_logits.size() == plan.seqs.size());
   ForwardBatch& b = batch_;
   b.token_ids.clear();
   b.positions.clear();
@@ -36,9 +40,23 @@ Status ModelRunner::execute(const StepPlan& plan, std::vector<float>* logits) {
     std::copy(s.block_table.begin(), s.block_table.end(), b.block_tables.begin() + r * max_blocks);
     b.seq_lens.push_back(s.start + s.num_tokens);
     b.query_start.push_back(static_cast<int32_t>(b.token_ids.size()));
-    if (s.sample) b.sample_rows.push_back(static_cast<int32_t>(b.token_ids.size()) - 1);
   }
-  return model_->forward(b, cache_, logits);
+  // Sampled rows that want logits first, so that they are one contiguous copy; then the greedy
+  // ones, which need only their argmax.
+  out->row_of_seq.assign(plan.seqs.size(), -1);
+  bool any_greedy = false;
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1) b.num_logit_rows = static_cast<int>(b.sample_rows.size());
+    for (size_t r = 0; r < plan.seqs.size(); ++r) {
+      if (!plan.seqs[r].sample) continue;
+      const bool wants = wants_logits.empty() || wants_logits[r] != 0;
+      if (wants != (pass == 0)) continue;
+      any_greedy |= !wants;
+      out->row_of_seq[r] = static_cast<int>(b.sample_rows.size());
+      b.sample_rows.push_back(b.query_start[r + 1] - 1);  // the sequence's last token
+    }
+  }
+  return model_->forward(b, cache_, &out->logits, any_greedy ? &out->greedy_ids : nullptr);
 }
 
 }  // namespace pagoda

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "engine/step_plan.h"
@@ -16,9 +17,19 @@ class ModelRunner {
   static StatusOr<std::unique_ptr<ModelRunner>> create(LlamaModel* model, int num_blocks,
                                                        int block_size);
 
-  // Runs the plan. On success *logits holds [R, vocab] rows, one per seq with sample == true,
-  // in plan order.
-  Status execute(const StepPlan& plan, std::vector<float>* logits);
+  // What a step hands back for the sequences it samples.
+  struct Sampled {
+    std::vector<float> logits;        // [L, vocab]: the rows of sequences that want logits
+    std::vector<int32_t> greedy_ids;  // [R]: the argmax of every sampled row (when any is greedy)
+    // Per plan.seqs entry: its sampled row (index into greedy_ids; < L into logits when it
+    // wants logits), or -1 when it samples nothing this step.
+    std::vector<int> row_of_seq;
+  };
+
+  // Runs the plan. wants_logits (per plan.seqs entry; empty: all) says which sampled sequences
+  // need their logits on the host (the sampler's general path); the others get only their
+  // argmax, computed on the backend (their greedy choice).
+  Status execute(const StepPlan& plan, std::span<const uint8_t> wants_logits, Sampled* out);
   int vocab_size() const { return model_->config().vocab_size; }
 
  private:

@@ -194,6 +194,7 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
     PAGODA_RETURN_IF_ERROR(grow(&w.picked, r * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.picked_normed, r * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.logits, r * c.vocab_size * sizeof(float)));
+    PAGODA_RETURN_IF_ERROR(grow(&w.argmax, r * sizeof(int32_t)));
     w.capacity_sample_rows = sample_rows;
   }
   if (grew) ++w.grows;
@@ -204,9 +205,10 @@ size_t LlamaModel::workspace_bytes() const {
   const Workspace& w = ws_;
   size_t n = 0;
   for (const DeviceBuffer* b :
-       {&w.hidden, &w.residual, &w.normed, &w.q, &w.k, &w.v, &w.attn, &w.gate, &w.up, &w.token_ids,
-        &w.positions, &w.slot_mapping, &w.query_start, &w.seq_lens, &w.block_tables, &w.sample_rows,
-        &w.picked, &w.picked_normed, &w.logits})
+       {&w.hidden,      &w.residual,     &w.normed,        &w.q,        &w.k,
+        &w.v,           &w.attn,         &w.gate,          &w.up,       &w.token_ids,
+        &w.positions,   &w.slot_mapping, &w.query_start,   &w.seq_lens, &w.block_tables,
+        &w.sample_rows, &w.picked,       &w.picked_normed, &w.logits,   &w.argmax})
     n += b->size();
   return n;
 }
@@ -233,9 +235,15 @@ Status LlamaModel::upload_indices(const ForwardBatch& batch) {
   return OkStatus();
 }
 
-Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits) {
+Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
+                           std::vector<int32_t>* argmax_ids) {
   const KvCacheShape& cs = cache.shape();
   PAGODA_RETURN_IF_ERROR(batch.validate(cs.block_size, cs.num_blocks));
+  if (batch.num_logit_rows < -1 ||
+      batch.num_logit_rows > static_cast<int>(batch.sample_rows.size()))
+    return InvalidArgument("forward: num_logit_rows " + std::to_string(batch.num_logit_rows) +
+                           " is outside [-1, R = " + std::to_string(batch.sample_rows.size()) +
+                           "]");
   if (cs.num_layers != config_.num_layers || cs.num_kv_heads != config_.num_kv_heads ||
       cs.head_dim != config_.head_dim) {
     return InvalidArgument("forward: the KV cache was made for another model shape");
@@ -296,6 +304,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
   // Only the sampled rows go through the final norm and the LM head.
   if (R == 0) {
     logits->clear();
+    if (argmax_ids != nullptr) argmax_ids->clear();
     return be.synchronize();
   }
   PAGODA_RETURN_IF_ERROR(be.add({residual, hidden}));
@@ -304,7 +313,16 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
   PAGODA_RETURN_IF_ERROR(be.rms_norm({picked, {}, final_norm_, picked_normed, c.rms_norm_eps}));
   const TensorView out(ws_.logits.data(), DType::kF32, {R, c.vocab_size}, dev);
   PAGODA_RETURN_IF_ERROR(be.matmul({picked_normed, lm_head_, {}, out}));
-  logits->resize(static_cast<size_t>(R * c.vocab_size));
+  if (argmax_ids != nullptr) {
+    const TensorView ids(ws_.argmax.data(), DType::kI32, {R}, dev);
+    PAGODA_RETURN_IF_ERROR(be.argmax({out, ids}));
+    argmax_ids->resize(static_cast<size_t>(R));
+    PAGODA_RETURN_IF_ERROR(
+        be.copy_to_host(argmax_ids->data(), ws_.argmax.data(), R * sizeof(int32_t)));
+  }
+  const int64_t L = batch.num_logit_rows < 0 ? R : batch.num_logit_rows;
+  logits->resize(static_cast<size_t>(L * c.vocab_size));
+  if (L == 0) return be.synchronize();
   return be.copy_to_host(logits->data(), ws_.logits.data(), logits->size() * sizeof(float));
 }
 

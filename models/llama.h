@@ -22,6 +22,9 @@ struct ForwardBatch {
   std::vector<int32_t> seq_lens;     // [B] context length after this step
   std::vector<int32_t> query_start;  // [B + 1]
   std::vector<int32_t> sample_rows;  // [R] rows of [0, T) whose logits are wanted; may be empty
+  // The leading sample rows whose logits are copied back to the host (-1: all R). The others
+  // are wanted only for their argmax (greedy rows): see forward().
+  int num_logit_rows = -1;
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_seqs() const { return static_cast<int>(seq_lens.size()); }
@@ -44,8 +47,12 @@ class LlamaModel {
   // The KV cache shape for `num_blocks` blocks of `block_size` tokens, in the activation dtype.
   KvCacheShape kv_cache_shape(int num_blocks, int block_size) const;
 
-  // Runs the batch; writes logits [R, vocab] (f32, row-major) for batch.sample_rows.
-  Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits);
+  // Runs the batch; writes logits [L, vocab] (f32, row-major) for the first L of
+  // batch.sample_rows (L = num_logit_rows, or R when -1), and, when argmax_ids is given, the
+  // argmax of every sample row ([R] ids, ArgmaxArgs' rule: the sampler's greedy choice),
+  // computed where the logits are, so greedy rows copy back one id instead of a row of floats.
+  Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
+                 std::vector<int32_t>* argmax_ids = nullptr);
 
   // Grows the activation workspace to hold a step of up to `tokens` tokens from `seqs`
   // sequences with `block_entries` block-table entries in all and `sample_rows` rows of logits.
@@ -69,7 +76,7 @@ class LlamaModel {
     int64_t grows = 0;
     DeviceBuffer hidden, residual, normed, q, k, v, attn, gate, up;  // [T, *]
     DeviceBuffer token_ids, positions, slot_mapping, query_start, seq_lens, block_tables;
-    DeviceBuffer sample_rows, picked, picked_normed, logits;  // [R, *]
+    DeviceBuffer sample_rows, picked, picked_normed, logits, argmax;  // [R, *]
   };
 
   LlamaModel() = default;

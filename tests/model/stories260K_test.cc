@@ -3,6 +3,7 @@
 // scripts/convert_llama2c.py and from the GGUF file.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -159,6 +160,53 @@ TEST(Stories260KFormats, HfFolderAndGgufGiveIdenticalLogits) {
     ++i;
   }
   EXPECT_EQ(logits[0], logits[1]);
+}
+
+// The argmax rows come from where the logits are (the backend) and agree with the host
+// logits; only the leading num_logit_rows rows of logits are copied back, and they are the
+// same as when all are.
+TEST(Stories260KForward, ArgmaxIdsAndPartialLogitRows) {
+  auto backend = make_backend("cpu", 2);
+  ASSERT_TRUE(backend.ok());
+  auto loaded = load_model(kHfDir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  auto model = LlamaModel::create(*loaded, backend->get());
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  auto cache = KvCache::create(backend->get(), (*model)->kv_cache_shape(4, 16));
+  ASSERT_TRUE(cache.ok());
+  ForwardBatch b;
+  b.token_ids = {1, 403, 407, 261, 378, 1, 376};
+  b.positions = {0, 1, 2, 3, 4, 0, 1};
+  b.slot_mapping = {0, 1, 2, 3, 4, 32, 33};
+  b.max_blocks_per_seq = 1;
+  b.block_tables = {0, 2};
+  b.seq_lens = {5, 2};
+  b.query_start = {0, 5, 7};
+  b.sample_rows = {4, 6, 0, 2, 5};
+  const int vocab = 512, R = 5;
+  std::vector<float> all;
+  std::vector<int32_t> ids = {-5};
+  ASSERT_TRUE((*model)->forward(b, *cache, &all, &ids).ok());
+  ASSERT_EQ(all.size(), size_t{R} * vocab);
+  ASSERT_EQ(ids.size(), size_t{R});
+  for (int r = 0; r < R; ++r) {
+    const auto row = all.begin() + r * vocab;
+    EXPECT_EQ(ids[r], std::max_element(row, row + vocab) - row) << "row " << r;
+  }
+  b.num_logit_rows = 2;
+  std::vector<float> some;
+  std::vector<int32_t> ids2;
+  ASSERT_TRUE((*model)->forward(b, *cache, &some, &ids2).ok());
+  EXPECT_EQ(ids2, ids);
+  ASSERT_EQ(some.size(), size_t{2} * vocab);
+  EXPECT_TRUE(std::equal(some.begin(), some.end(), all.begin()));
+  b.num_logit_rows = 0;
+  ASSERT_TRUE((*model)->forward(b, *cache, &some, &ids2).ok());
+  EXPECT_TRUE(some.empty());
+  EXPECT_EQ(ids2, ids);
+  b.num_logit_rows = R + 1;
+  const Status bad = (*model)->forward(b, *cache, &some, &ids2);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument) << bad.to_string();
 }
 
 }  // namespace
