@@ -6,6 +6,8 @@
 // Builds a synthetic model at a real shape, measures this machine's memory read bandwidth in
 // the same run, and prints prefill tokens/s for one prompt and decode tokens/s at batch 1,
 // with decode as a fraction of the bandwidth roofline (weight bytes read per token / bandwidth).
+// The other modes live beside it: offline (offline_bench.cc), device (device_bench.cc: GPU
+// decode and prefill against the card's measured copy bandwidth and bf16 GEMM peak).
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -27,20 +29,6 @@ using Clock = std::chrono::steady_clock;
 
 double now_seconds() {
   return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-}
-
-// Bytes a decode step streams from memory: every weight matrix once, plus one embedding row.
-double weight_bytes_per_token(const LoadedModel& m) {
-  double bytes = 0;
-  for (const auto& [name, t] : m.weights.tensors()) {
-    if (name == "model.embed_tokens.weight") {
-      bytes += static_cast<double>(t.nbytes()) / t.shape[0];
-      if (m.config.tie_word_embeddings) bytes += static_cast<double>(t.nbytes());  // LM head
-    } else {
-      bytes += static_cast<double>(t.nbytes());
-    }
-  }
-  return bytes;
 }
 
 // One sequence: slots are its positions (block table 0, 1, 2, ...).
@@ -138,7 +126,12 @@ constexpr const char* kUsage =
     "       pagoda-bench offline [--shape stories260K] [--dtype f32] [--threads N]\n"
     "                          [--num-requests 64] [--input-len 64] [--output-len 64]\n"
     "                          [--max-num-seqs 256] [--max-batched-tokens 2048] [--kv-cache-mb "
-    "512]\n";
+    "512]\n"
+    "       pagoda-bench device [--shape llama3-1b] [--dtype bf16] [--device cuda:0/bf16]\n"
+    "                          [--batches 1,8,64] [--context 1024] [--prompt-len 2048]\n"
+    "                          [--decode-steps 32] [--threads N] [--json FILE]\n"
+    "                          (GPU decode/prefill speed against the card's measured copy\n"
+    "                          bandwidth and bf16 GEMM peak; builds with CUDA only)\n";
 
 }  // namespace
 }  // namespace pagoda
@@ -156,6 +149,8 @@ int main(int argc, char** argv) {
     s = pagoda::run_model_bench(args);
   } else if (mode == "offline") {
     s = pagoda::run_offline_bench(args);
+  } else if (mode == "device") {
+    s = pagoda::run_device_bench(args);
 #ifdef PAGODA_WITH_SERVER
   } else if (mode == "serve-overhead") {
     s = pagoda::run_serve_overhead_bench(args);

@@ -29,6 +29,7 @@ mkdir -p "$build" "$logs"
 t_start=$(date +%s)
 
 declare -a rows=()
+declare -a bench_tables=()
 row() { rows+=("| $1 | $2 |"); }
 elapsed() { echo "$(($(date +%s) - $1)) s"; }
 
@@ -40,6 +41,12 @@ finish() {
     echo "|---|---|"
     printf '%s\n' "${rows[@]}"
     echo "| total | $(elapsed "$t_start") |"
+    for f in "${bench_tables[@]}"; do
+      echo
+      echo "### $(basename "$f" .md)"
+      echo
+      cat "$f"
+    done
   } >"$logs/device-check.md"
   echo
   cat "$logs/device-check.md"
@@ -105,7 +112,7 @@ fi
 echo "== configure ($build, sm_$arch)"
 t=$(date +%s)
 if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPAGODA_SERVER=OFF \
-  -DPAGODA_CUDA=ON -DPAGODA_BENCH=OFF -DPAGODA_TESTS=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+  -DPAGODA_CUDA=ON -DPAGODA_BENCH=ON -DPAGODA_TESTS=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
   -DCMAKE_PREFIX_PATH="$prefix_path" "${extra[@]}" >"$logs/configure.log" 2>&1; then
   tail -30 "$logs/configure.log"
   row configure "FAILED (see configure.log)"
@@ -113,9 +120,9 @@ if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPAGODA_SERVER=
 fi
 row configure "ok ($(elapsed "$t"))"
 
-echo "== build pagoda_cuda_tests"
+echo "== build pagoda_cuda_tests pagoda-bench"
 t=$(date +%s)
-if ! timeout 360 cmake --build "$build" -j "$jobs" --target pagoda_cuda_tests \
+if ! timeout 360 cmake --build "$build" -j "$jobs" --target pagoda_cuda_tests pagoda-bench \
   >"$logs/build.log" 2>&1; then
   grep -E "error|FAILED" "$logs/build.log" | head -30
   row build "FAILED (see build.log)"
@@ -144,6 +151,35 @@ for suite in CudaMatmul CudaRmsNorm; do
   row "  $suite*" "$p passed, $f failed"
 done
 overall=$rc
+
+# ---- the benchmark: llama3-1b (and llama3-8b while time allows), ceilings in the same run ---
+bench_bin="$build/bench/pagoda-bench"
+for shape in llama3-1b llama3-8b; do
+  batches="1,8,64"
+  limit=180
+  if [[ $shape == llama3-8b ]]; then
+    batches="1,8,64,256"
+    limit=240
+    if (($(date +%s) - t_start > ${BENCH_8B_BEFORE_S:-240})); then
+      row "bench $shape" "skipped: $(elapsed "$t_start") already spent"
+      continue
+    fi
+  fi
+  echo "== pagoda-bench device --shape $shape"
+  t=$(date +%s)
+  timeout "$limit" "$bench_bin" device --shape "$shape" --batches "$batches" --context 1024 \
+    --prompt-len 2048 --decode-steps 32 --json "$logs/bench-device-$shape.json" \
+    >"$logs/bench-device-$shape.md" 2>"$logs/bench-device-$shape.log"
+  brc=$?
+  if [[ $brc -eq 0 ]]; then
+    row "bench $shape" "ok ($(elapsed "$t")): bench-device-$shape.md / .json"
+    bench_tables+=("$logs/bench-device-$shape.md")
+  else
+    tail -5 "$logs/bench-device-$shape.log"
+    row "bench $shape" "FAILED (exit $brc, see bench-device-$shape.log)"
+    overall=1
+  fi
+done
 
 # ---- compute-sanitizer on the kernel tests (memcheck; racecheck on the shared-memory ones) ---
 # Only the op tests: the whole-model tests would take minutes under the sanitizer. Skipped when
