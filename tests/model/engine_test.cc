@@ -131,7 +131,9 @@ class EngineTest : public StoriesModelTest {
       EXPECT_EQ(c.start_position, next) << "request " << i << ": chunks must continue each other";
       next = c.start_position + c.num_tokens;
     }
-    if (last.num_preemptions == 0) EXPECT_EQ(next, prompt_len) << "request " << i;
+    if (last.num_preemptions == 0) {
+      EXPECT_EQ(next, prompt_len) << "request " << i;
+    }
     EXPECT_LE(next, prompt_len) << "request " << i;
     EXPECT_EQ(static_cast<int>(tl.preempted_at.size()), last.num_preemptions) << "request " << i;
     EXPECT_GE(recomputes, last.num_preemptions) << "request " << i;
