@@ -22,6 +22,10 @@ Status kv_write_cuda(const KvWriteArgs& a, cudaStream_t stream);        // kv_wr
 Status gather_rows_cuda(const GatherRowsArgs& a, cudaStream_t stream);  // gather_rows.cu
 Status argmax_cuda(const ArgmaxArgs& a, cudaStream_t stream);           // argmax.cu
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);     // attention.cu
+// attention.cu, for tests: the launch shape forced (split CTAs + merge, or one CTA per (row,
+// head) walking a long row's splits; both give the same bits), and the split count of n keys.
+Status attention_cuda_for_test(const AttentionArgs& a, cudaStream_t stream, bool split_ctas);
+int attention_num_splits(int n_keys);
 // cuBLASLt GEMM; keeps its handle and workspace per device (created on first use).
 Status matmul_cuda(const MatmulArgs& a, cudaStream_t stream);  // matmul.cu
 

@@ -4,6 +4,11 @@
 // contexts up to 1000 positions; f32 and bf16 activations over f32/f16/bf16 caches; outputs
 // poisoned and cache slots outside every context set to NaN. Plus batch invariance, out == q,
 // and argument checks (those also run without a device, on fake pointers).
+// Split-K (rows with more than 512 keys): contexts of 513 to 4100 keys, decode rows and prefill
+// chunks whose rows cross the threshold, both launch shapes (split CTAs + merge, and one CTA
+// walking the splits) against the CPU and against each other bit for bit, a long row alone and
+// in batches of either shape bit for bit, NaN rows for bad block ids in one split; the split
+// rule itself runs without a device.
 //
 // The tests call cuda::attention_cuda directly on the legacy default stream and synchronize the
 // device; the backend's copies are synchronous, so its data is in place before each launch.
@@ -12,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -117,9 +123,12 @@ std::vector<float> as_float(const std::vector<int32_t>& v) {
   return std::vector<float>(v.begin(), v.end());
 }
 
+// How gpu_attention launches: attention_cuda's own choice, or a forced shape.
+enum class Shape { kAuto, kSplitCtas, kWalk };
+
 // The device's answer; out_is_q runs it in place (out == q).
 std::vector<float> gpu_attention(Backend& backend, const Batch& b, DType act, DType cache,
-                                 float scale, bool out_is_q = false) {
+                                 float scale, bool out_is_q = false, Shape shape = Shape::kAuto) {
   const int64_t B = static_cast<int64_t>(b.seq_lens.size());
   DeviceTensor q = upload(backend, b.q, act, {b.T, b.H, b.D});
   DeviceTensor k = upload(backend, b.k_cache, cache, {b.num_blocks, b.block_size, b.KV, b.D});
@@ -130,8 +139,11 @@ std::vector<float> gpu_attention(Backend& backend, const Batch& b, DType act, DT
   DeviceTensor out = upload(backend, b.q, act, {b.T, b.H, b.D});
   if (!out_is_q) poison(backend, out.view);
   const TensorView& out_view = out_is_q ? q.view : out.view;
-  const Status s = cuda::attention_cuda(
-      {q.view, k.view, v.view, tables.view, seq_lens.view, qs.view, out_view, scale}, nullptr);
+  const AttentionArgs args{q.view,        k.view,  v.view,   tables.view,
+                           seq_lens.view, qs.view, out_view, scale};
+  const Status s = shape == Shape::kAuto
+                       ? cuda::attention_cuda(args, nullptr)
+                       : cuda::attention_cuda_for_test(args, nullptr, shape == Shape::kSplitCtas);
   EXPECT_TRUE(s.ok()) << s.to_string();
   const Status sync = PAGODA_CUDA_STATUS(cudaDeviceSynchronize());
   EXPECT_TRUE(sync.ok()) << sync.to_string();
@@ -155,6 +167,42 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
       ++bad;
     }
   }
+}
+
+// got and want hold the same bits (NaN included).
+void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want,
+                      const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    uint32_t g = 0, w = 0;
+    std::memcpy(&g, &got[i], sizeof(g));
+    std::memcpy(&w, &want[i], sizeof(w));
+    if (g != w) {
+      ADD_FAILURE() << what << ": element " << i << " got " << got[i] << " want " << want[i];
+      return;
+    }
+  }
+}
+
+// Sequence i of b alone: the same cache and table row, its own rows of q.
+Batch sequence_alone(const Batch& full, size_t i) {
+  Batch alone = full;
+  const int64_t row0 = full.query_start[i], rows = full.query_start[i + 1] - row0;
+  const int64_t width = full.H * full.D;
+  alone.T = rows;
+  alone.q.assign(full.q.begin() + row0 * width, full.q.begin() + (row0 + rows) * width);
+  alone.tables.assign(full.tables.begin() + i * full.max_blocks,
+                      full.tables.begin() + (i + 1) * full.max_blocks);
+  alone.seq_lens = {full.seq_lens[i]};
+  alone.query_start = {0, static_cast<int32_t>(rows)};
+  return alone;
+}
+
+// Rows [query_start[i], query_start[i + 1]) of a [T, H, D] result.
+std::vector<float> rows_of(const Batch& b, const std::vector<float>& out, size_t i) {
+  const int64_t width = b.H * b.D;
+  return std::vector<float>(out.begin() + b.query_start[i] * width,
+                            out.begin() + b.query_start[i + 1] * width);
 }
 
 // gqa ratio, head_dim, block_size, activation dtype, cache dtype
@@ -209,19 +257,165 @@ TEST(CudaAttention, BatchInvariantAndInPlace) {
   const std::vector<float> batched = gpu_attention(*backend, full, t, t, 0.125f);
   expect_close(gpu_attention(*backend, full, t, t, 0.125f, /*out_is_q=*/true), batched, t,
                "out == q");
-  // Sequence 2 alone: the same cache and table row, its own rows of q.
-  Batch alone = full;
-  const int64_t row0 = full.query_start[2], rows = full.query_start[3] - row0;
-  const int64_t width = full.H * full.D;
-  alone.T = rows;
-  alone.q.assign(full.q.begin() + row0 * width, full.q.begin() + (row0 + rows) * width);
-  alone.tables.assign(full.tables.begin() + 2 * full.max_blocks,
-                      full.tables.begin() + 3 * full.max_blocks);
-  alone.seq_lens = {full.seq_lens[2]};
-  alone.query_start = {0, static_cast<int32_t>(rows)};
-  EXPECT_EQ(
-      gpu_attention(*backend, alone, t, t, 0.125f),
-      std::vector<float>(batched.begin() + row0 * width, batched.begin() + (row0 + rows) * width));
+  // Sequence 2 alone.
+  expect_same_bits(gpu_attention(*backend, sequence_alone(full, 2), t, t, 0.125f),
+                   rows_of(full, batched, 2), "sequence 2 alone");
+}
+
+// ---- split-K: rows with more than 512 keys ----------------------------------------------------
+
+// The split rule (a function of the row's length alone): one split up to 512 keys, then 2 to
+// min(ceil(n / 512), 32) splits.
+TEST(CudaAttentionSplits, SplitRule) {
+  for (int n = 1; n <= 40000; ++n) {
+    const int s = cuda::attention_num_splits(n);
+    if (n <= 512) {
+      ASSERT_EQ(s, 1) << n;
+    } else {
+      ASSERT_GE(s, 2) << n;
+      ASSERT_LE(s, std::min(32, (n + 511) / 512)) << n;
+    }
+  }
+  EXPECT_EQ(cuda::attention_num_splits(600), 2);
+  EXPECT_EQ(cuda::attention_num_splits(1500), 3);
+  EXPECT_EQ(cuda::attention_num_splits(4100), 9);
+  EXPECT_EQ(cuda::attention_num_splits(16384), 32);
+  EXPECT_EQ(cuda::attention_num_splits(1 << 30), 32);
+  EXPECT_EQ(cuda::attention_num_splits(std::numeric_limits<int>::max()), 32);
+}
+
+// Long decodes (2, 3 and 9 splits), decodes just below / at / above the threshold, a prefill
+// chunk whose rows cross it (contexts 491..530), a chunk that is long throughout, a short decode.
+const std::vector<Seq> kLongBatch = {{600, 1}, {1500, 1}, {4100, 1}, {530, 40},
+                                     {512, 1}, {513, 1},  {37, 1},   {2100, 64}};
+
+// gqa ratio, block_size, activation dtype, cache dtype
+using LongParam = std::tuple<int64_t, int64_t, DType, DType>;
+
+class CudaAttentionLongTest : public ::testing::TestWithParam<LongParam> {};
+
+// Both launch shapes against the CPU, against each other (bit for bit), and the automatic
+// choice (split CTAs for this batch size) in place (out == q).
+TEST_P(CudaAttentionLongTest, MatchesCpuInBothShapes) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  const auto [ratio, bs, act, cache] = GetParam();
+  constexpr int64_t kKv = 2, kD = 128;
+  std::mt19937 rng(static_cast<uint32_t>(7000 + ratio * 100 + bs));
+  const Batch b = make_batch(kLongBatch, kKv * ratio, kKv, kD, bs, act, cache, rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
+  const std::vector<float> want = cpu_attention(b, cache, scale);
+  const std::vector<float> split =
+      gpu_attention(*backend, b, act, cache, scale, false, Shape::kSplitCtas);
+  const std::vector<float> walk =
+      gpu_attention(*backend, b, act, cache, scale, false, Shape::kWalk);
+  expect_close(split, want, act, "split CTAs");
+  expect_close(walk, want, act, "one CTA walking the splits");
+  expect_same_bits(walk, split, "walk vs split CTAs");
+  expect_same_bits(gpu_attention(*backend, b, act, cache, scale), split, "automatic shape");
+  expect_same_bits(gpu_attention(*backend, b, act, cache, scale, /*out_is_q=*/true), split,
+                   "out == q");
+}
+
+std::string long_param_name(const ::testing::TestParamInfo<LongParam>& info) {
+  const auto [ratio, bs, act, cache] = info.param;
+  return "gqa" + std::to_string(ratio) + "_bs" + std::to_string(bs) + "_" + dtype_name(act) +
+         "_cache" + dtype_name(cache);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, CudaAttentionLongTest,
+                         ::testing::Combine(::testing::Values(1, 4, 8), ::testing::Values(16, 32),
+                                            ::testing::Values(DType::kF32, DType::kBF16),
+                                            ::testing::Values(DType::kF32, DType::kBF16)),
+                         long_param_name);
+
+// head_dim 256 (two dims per thread), an odd one and a tiny one, with long rows.
+TEST(CudaAttentionLong, LargeAndOddHeadDims) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  std::mt19937 rng(31);
+  const std::vector<Seq> seqs = {{1500, 1}, {530, 40}, {37, 1}};
+  for (const int64_t D : {256, 80, 3}) {
+    for (const DType t : {DType::kF32, DType::kBF16}) {
+      const Batch b = make_batch(seqs, 4, 1, D, 16, t, t, rng);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+      const std::string what = "head_dim " + std::to_string(D) + " " + dtype_name(t);
+      const std::vector<float> split =
+          gpu_attention(*backend, b, t, t, scale, false, Shape::kSplitCtas);
+      expect_close(split, cpu_attention(b, t, scale), t, what);
+      expect_same_bits(gpu_attention(*backend, b, t, t, scale, false, Shape::kWalk), split,
+                       what + " walk vs split CTAs");
+    }
+  }
+}
+
+// A long decode row gives the same bits alone (split CTAs), in a small batch (split CTAs) and
+// in a batch with a 1024-row prefill (whose partials would not fit the 32 MiB scratch, so the
+// launch walks the splits in one CTA per (row, head)).
+TEST(CudaAttentionLong, BatchInvariant) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  std::mt19937 rng(77);
+  const DType t = DType::kBF16;
+  constexpr int64_t kH = 8, kKv = 2, kD = 128, kBs = 16;
+  const std::vector<Seq> large = {{300, 1}, {4100, 1}, {1024, 1024}, {700, 3}};
+  const Batch full = make_batch(large, kH, kKv, kD, kBs, t, t, rng);
+  // The partials of this batch: T * H * S_max * (D + 2) floats,
+  // S_max = min(ceil(max_blocks * block_size / 512), 32) (kernels/cuda/README.md).
+  const int64_t s_max = std::min<int64_t>((full.max_blocks * kBs + 511) / 512, 32);
+  ASSERT_GT(full.T * kH * s_max * (kD + 2) * 4, int64_t{32} << 20) << "must take the walk";
+  const std::vector<float> in_large = gpu_attention(*backend, full, t, t, 0.09f);
+
+  const Batch alone = sequence_alone(full, 1);
+  const std::vector<float> by_itself = gpu_attention(*backend, alone, t, t, 0.09f);
+  expect_same_bits(by_itself, rows_of(full, in_large, 1), "alone vs in the large batch");
+  expect_same_bits(gpu_attention(*backend, alone, t, t, 0.09f, false, Shape::kWalk), by_itself,
+                   "alone, walk vs split CTAs");
+
+  // A small batch: sequences 0, 1 and 3 (split CTAs).
+  Batch small = full;
+  small.seq_lens = {full.seq_lens[0], full.seq_lens[1], full.seq_lens[3]};
+  small.query_start = {0, 1, 2, 5};
+  small.T = 5;
+  const int64_t width = kH * kD;
+  small.q.clear();
+  small.tables.clear();
+  for (const size_t i : {size_t{0}, size_t{1}, size_t{3}}) {
+    const std::vector<float> q = rows_of(full, full.q, i);
+    small.q.insert(small.q.end(), q.begin(), q.end());
+    small.tables.insert(small.tables.end(), full.tables.begin() + i * full.max_blocks,
+                        full.tables.begin() + (i + 1) * full.max_blocks);
+  }
+  ASSERT_EQ(static_cast<int64_t>(small.q.size()), small.T * width);
+  const std::vector<float> in_small = gpu_attention(*backend, small, t, t, 0.09f);
+  expect_same_bits(std::vector<float>(in_small.begin() + width, in_small.begin() + 2 * width),
+                   by_itself, "alone vs in the small batch");
+  expect_same_bits(std::vector<float>(in_small.begin() + 2 * width, in_small.end()),
+                   rows_of(full, in_large, 3), "the 700-key chunk, small vs large batch");
+}
+
+// A block id outside the cache in one split of a long row (and in a short row) makes those rows
+// NaN in both shapes, without reading the bad block; the other rows are unaffected.
+TEST(CudaAttentionLong, BadBlockIdGivesNaNRows) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  std::mt19937 rng(5);
+  const DType t = DType::kF32;
+  const std::vector<Seq> seqs = {{4100, 1}, {300, 2}, {1500, 1}, {530, 40}};
+  const Batch good = make_batch(seqs, 4, 2, 64, 16, t, t, rng);
+  const std::vector<float> want = cpu_attention(good, t, 0.125f);
+  Batch bad = good;
+  bad.tables[0 * bad.max_blocks + 200] = static_cast<int32_t>(bad.num_blocks + 3);  // split 6
+  bad.tables[1 * bad.max_blocks + 0] = -7;
+  for (const Shape shape : {Shape::kSplitCtas, Shape::kWalk}) {
+    const std::string what = shape == Shape::kWalk ? "walk" : "split CTAs";
+    const std::vector<float> got = gpu_attention(*backend, bad, t, t, 0.125f, false, shape);
+    for (const size_t i : {size_t{0}, size_t{1}}) {
+      for (const float v : rows_of(bad, got, i)) {
+        ASSERT_TRUE(std::isnan(v)) << what << ": sequence " << i << " got " << v;
+      }
+    }
+    for (const size_t i : {size_t{2}, size_t{3}}) {
+      expect_close(rows_of(bad, got, i), rows_of(good, want, i), t,
+                   what + ": sequence " + std::to_string(i));
+    }
+  }
 }
 
 // Argument checks happen before any device work, so these run in CI too. The pointers are
@@ -288,6 +482,19 @@ TEST_F(CudaAttentionArgsTest, BadArgumentsAreInvalidArgument) {
   expect_invalid([](A& a) { a.out.data = static_cast<char*>(a.q.data) + 2; }, "out");
   expect_invalid([](A& a) { a.out.data = static_cast<char*>(a.k_cache.data) + 64; }, "k_cache");
   expect_invalid([](A& a) { a.out.data = a.v_cache.data; }, "v_cache");
+}
+
+// Forced split CTAs whose partials would not fit the scratch fail before any device work (the
+// fit is decided from the shapes alone).
+TEST_F(CudaAttentionArgsTest, ForcedSplitCtasThatDoNotFitFailCleanly) {
+  AttentionArgs a = good();
+  constexpr int64_t kT = int64_t{1} << 20;  // 2^20 rows x 8 heads x 4 splits x 66 floats
+  a.q = TensorView(fake(uintptr_t{1} << 36), DType::kBF16, {kT, 8, 64}, kCuda);
+  a.out = TensorView(fake(uintptr_t{2} << 36), DType::kBF16, {kT, 8, 64}, kCuda);
+  a.block_tables.shape[1] = 100;  // up to 1600 keys: 4 splits
+  const Status s = cuda::attention_cuda_for_test(a, nullptr, /*split_ctas=*/true);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
+  EXPECT_NE(s.message().find("scratch"), std::string::npos) << s.message();
 }
 
 TEST_F(CudaAttentionArgsTest, EmptyBatchIsANoOpWithoutTouchingTheDevice) {
