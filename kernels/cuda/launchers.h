@@ -22,6 +22,8 @@ Status kv_write_cuda(const KvWriteArgs& a, cudaStream_t stream);        // kv_wr
 Status gather_rows_cuda(const GatherRowsArgs& a, cudaStream_t stream);  // gather_rows.cu
 Status argmax_cuda(const ArgmaxArgs& a, cudaStream_t stream);           // argmax.cu
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);     // attention.cu
+Status check_attention_args(const AttentionArgs& a);  // attention_args.cu (host-side checks)
+inline constexpr int kAttentionMaxHeadDim = 256;      // attention.cu keeps dims in registers
 // attention.cu, for tests: the launch shape forced (split CTAs + merge, or one CTA per (row,
 // head) walking a long row's splits; both give the same bits), and the split count of n keys.
 Status attention_cuda_for_test(const AttentionArgs& a, cudaStream_t stream, bool split_ctas);
