@@ -17,6 +17,8 @@
 //     utilisation against the measured GEMM peak.
 // The KV is never computed: the cache comes zeroed from the allocator and the batches point at
 // it as if `context` tokens were there. Attention reads the same bytes whatever they hold.
+// Then the same decode steps again, replayed as step graphs (CUDA graphs; the first step of
+// each batch size captures): the "graph ms/step" column and its speedup over eager launches.
 // Decode steps are greedy, as the engine runs greedy requests: the argmax of each row is taken
 // on the device and only the ids come back (no [B, vocab] logits copy). A step's time includes
 // that and the host-to-device upload of the step's indices.
@@ -184,6 +186,7 @@ struct DecodeRow {
   double bytes_per_step = 0;      // weights + KV read (average context over the steps)
   double bandwidth_fraction = 0;  // (bytes_per_step / copy bandwidth) / step time
   double mfu = 0;
+  double graph_ms_per_step = 0;  // the same steps replayed as a step graph; 0: not measured
 };
 
 std::string utc_now() {
@@ -304,6 +307,30 @@ Status run_on_device(const Flags& flags, const Options& o) {
     decode.push_back(r);
   }
 
+  // ---- decode again, each step replayed as a step graph (CUDA graph) -----------------------
+  // The same batches; the first step of each batch size captures (untimed), the rest replay.
+  LlamaModel::GraphStats graph_stats;
+  if (backend->supports_graphs()) {
+    std::vector<int> buckets(o.batches.begin(), o.batches.end());
+    std::sort(buckets.begin(), buckets.end());
+    buckets.erase(std::unique(buckets.begin(), buckets.end()), buckets.end());
+    PAGODA_RETURN_IF_ERROR(model->enable_decode_graphs(buckets, decode_blocks));
+    for (DecodeRow& r : decode) {
+      std::fprintf(stderr, "decode with graphs: batch %d...\n", r.batch);
+      PAGODA_RETURN_IF_ERROR(
+          model->forward(decode_batch(r.batch, o.context, 0, decode_blocks, c.vocab_size), cache,
+                         &logits, &greedy_ids));
+      std::vector<ForwardBatch> steps;
+      for (int s = 0; s < o.decode_steps; ++s)
+        steps.push_back(decode_batch(r.batch, o.context, s, decode_blocks, c.vocab_size));
+      const auto t0 = Clock::now();
+      for (const ForwardBatch& b : steps)
+        PAGODA_RETURN_IF_ERROR(model->forward(b, cache, &logits, &greedy_ids));
+      r.graph_ms_per_step = seconds_since(t0) / o.decode_steps * 1e3;
+    }
+    graph_stats = model->graph_stats();
+  }
+
   // ---- prefill -------------------------------------------------------------------------
   constexpr int kPrefillRuns = 3;
   std::fprintf(stderr, "prefill: %d tokens, 1 + %d runs...\n", o.prompt_len, kPrefillRuns);
@@ -343,15 +370,26 @@ Status run_on_device(const Flags& flags, const Options& o) {
         "weight bytes per token = %.1f tok/s)\n",
         b1->tokens_per_s, 100 * b1->tokens_per_s / weight_roofline_tps, weight_roofline_tps);
   }
-  std::printf("\n| %s bf16 on %s | batch | context | ms/step | tok/s | %% BW | MFU |\n",
-              rig->shape.c_str(), card.c_str());
-  std::printf("|---|---|---|---|---|---|---|\n");
+  std::printf("step graphs: %lld captures, %lld replays, %lld failed captures\n",
+              static_cast<long long>(graph_stats.captures),
+              static_cast<long long>(graph_stats.replays),
+              static_cast<long long>(graph_stats.failures));
+  std::printf(
+      "\n| %s bf16 on %s | batch | context | ms/step | tok/s | %% BW | MFU | graph ms/step | "
+      "graph speedup |\n",
+      rig->shape.c_str(), card.c_str());
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const DecodeRow& r : decode) {
-    std::printf("| decode | %d | %d | %.3f | %.1f | %.1f%% | %.2f%% |\n", r.batch, o.context,
+    std::printf("| decode | %d | %d | %.3f | %.1f | %.1f%% | %.2f%% | ", r.batch, o.context,
                 r.ms_per_step, r.tokens_per_s, 100 * r.bandwidth_fraction, 100 * r.mfu);
+    if (r.graph_ms_per_step > 0) {
+      std::printf("%.3f | %.2fx |\n", r.graph_ms_per_step, r.ms_per_step / r.graph_ms_per_step);
+    } else {
+      std::printf("- | - |\n");
+    }
   }
-  std::printf("| prefill %d | 1 | 0 | %.3f | %.1f | - | %.1f%% |\n", o.prompt_len, prefill_s * 1e3,
-              T / prefill_s, 100 * prefill_mfu);
+  std::printf("| prefill %d | 1 | 0 | %.3f | %.1f | - | %.1f%% | - | - |\n", o.prompt_len,
+              prefill_s * 1e3, T / prefill_s, 100 * prefill_mfu);
 
   if (json_file.is_open()) {
     nlohmann::json j;
@@ -379,7 +417,8 @@ Status run_on_device(const Flags& flags, const Options& o) {
                              {"tokens_per_s", r.tokens_per_s},
                              {"bytes_read_per_step", r.bytes_per_step},
                              {"bandwidth_fraction", r.bandwidth_fraction},
-                             {"mfu", r.mfu}});
+                             {"mfu", r.mfu},
+                             {"graph_ms_per_step", r.graph_ms_per_step}});
     }
     if (b1 != nullptr) {
       j["decode_batch1"] = {{"tokens_per_s", b1->tokens_per_s},

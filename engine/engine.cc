@@ -88,6 +88,13 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(LlamaModel* model, const Tokeni
       return field_error("max_num_seqs", "times max_model_len / block_size is too large");
     PAGODA_RETURN_IF_ERROR(
         model->reserve(sc.max_num_batched_tokens, seqs, static_cast<int>(entries), seqs));
+    if (config.decode_graphs) {
+      std::vector<int> buckets;
+      for (int b = 1; b < seqs; b *= 2) buckets.push_back(b);
+      buckets.push_back(seqs);
+      PAGODA_RETURN_IF_ERROR(
+          model->enable_decode_graphs(std::move(buckets), static_cast<int>(blocks_per_seq)));
+    }
   }
   sc.num_blocks = config.num_blocks;
   if (sc.num_blocks <= 0) {

@@ -35,6 +35,10 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
   int max_priority = 1000;  // priorities outside [-max, max] are refused
+  // Decode steps replayed as step graphs (CUDA graphs) on backends that have them, in batch
+  // buckets 1, 2, 4, ... up to the largest step (LlamaModel::enable_decode_graphs). Off by
+  // default until a GPU run has checked it (scripts/device-check.sh compares both).
+  bool decode_graphs = false;
 };
 
 struct RequestHandle {

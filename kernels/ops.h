@@ -174,6 +174,24 @@ class Backend {
   virtual Status attention(const AttentionArgs& a) = 0;
   virtual Status gather_rows(const GatherRowsArgs& a) = 0;
   virtual Status argmax(const ArgmaxArgs& a) = 0;
+
+  // Step graphs (CUDA graphs on a GPU): the ops queued between begin_capture() and
+  // end_capture(key) are recorded, not run, as graph `key` (replacing any graph of that key);
+  // replay_graph(key) runs them again, with the same pointers and shapes, as one launch. Only
+  // ops may be queued while capturing: no allocate, no copies, no synchronize (they fail or
+  // break the capture), and every lazy setup of the ops (plans, scratch) must have happened in
+  // an earlier uncaptured run of the same shapes. A backend without graphs says so here and
+  // returns Unimplemented.
+  virtual bool supports_graphs() const { return false; }
+  virtual Status begin_capture() { return Unimplemented(name() + ": no step graphs"); }
+  virtual Status end_capture(int64_t key) {
+    (void)key;
+    return Unimplemented(name() + ": no step graphs");
+  }
+  virtual Status replay_graph(int64_t key) {
+    (void)key;
+    return Unimplemented(name() + ": no step graphs");
+  }
 };
 
 }  // namespace pagoda

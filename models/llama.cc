@@ -248,12 +248,20 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
       cs.head_dim != config_.head_dim) {
     return InvalidArgument("forward: the KV cache was made for another model shape");
   }
+  if (const int bucket = decode_graph_bucket(batch); bucket > 0)
+    return forward_decode_graph(batch, cache, bucket, logits, argmax_ids);
   const int64_t T = batch.num_tokens(), B = batch.num_seqs(),
                 R = static_cast<int64_t>(batch.sample_rows.size());
   PAGODA_RETURN_IF_ERROR(reserve(static_cast<int>(T), static_cast<int>(B),
                                  static_cast<int>(batch.block_tables.size()), static_cast<int>(R)));
   PAGODA_RETURN_IF_ERROR(upload_indices(batch));
+  PAGODA_RETURN_IF_ERROR(
+      run_layers(cache, T, B, R, batch.max_blocks_per_seq, argmax_ids != nullptr && R > 0));
+  return copy_outputs(batch.num_logit_rows, R, logits, argmax_ids);
+}
 
+Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, int max_blocks,
+                              bool argmax) {
   const ModelConfig& c = config_;
   const int64_t d = c.hidden_size, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
   Backend& be = *backend_;
@@ -270,8 +278,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
       v3(ws_.v.data(), at, {T, KV, hd}, dev), attn3(ws_.attn.data(), at, {T, H, hd}, dev);
   const TensorView positions = idx(ws_.positions, T);
   const TensorView inv_freq(inv_freq_.data(), DType::kF32, {hd / 2}, dev);
-  const TensorView block_tables(ws_.block_tables.data(), DType::kI32, {B, batch.max_blocks_per_seq},
-                                dev);
+  const TensorView block_tables(ws_.block_tables.data(), DType::kI32, {B, max_blocks}, dev);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   // The embeddings start the residual stream; every later layer adds its MLP output to it in
@@ -302,26 +309,30 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
     PAGODA_RETURN_IF_ERROR(be.matmul({gate, L.w_down, {}, hidden}));
   }
   // Only the sampled rows go through the final norm and the LM head.
-  if (R == 0) {
-    logits->clear();
-    if (argmax_ids != nullptr) argmax_ids->clear();
-    return be.synchronize();
-  }
+  if (R == 0) return OkStatus();
   PAGODA_RETURN_IF_ERROR(be.add({residual, hidden}));
   const TensorView picked = act(ws_.picked, R, d), picked_normed = act(ws_.picked_normed, R, d);
   PAGODA_RETURN_IF_ERROR(be.gather_rows({residual, idx(ws_.sample_rows, R), picked}));
   PAGODA_RETURN_IF_ERROR(be.rms_norm({picked, {}, final_norm_, picked_normed, c.rms_norm_eps}));
   const TensorView out(ws_.logits.data(), DType::kF32, {R, c.vocab_size}, dev);
   PAGODA_RETURN_IF_ERROR(be.matmul({picked_normed, lm_head_, {}, out}));
-  if (argmax_ids != nullptr) {
-    const TensorView ids(ws_.argmax.data(), DType::kI32, {R}, dev);
-    PAGODA_RETURN_IF_ERROR(be.argmax({out, ids}));
-    argmax_ids->resize(static_cast<size_t>(R));
-    PAGODA_RETURN_IF_ERROR(
-        be.copy_to_host(argmax_ids->data(), ws_.argmax.data(), R * sizeof(int32_t)));
+  if (argmax) {
+    PAGODA_RETURN_IF_ERROR(be.argmax({out, TensorView(ws_.argmax.data(), DType::kI32, {R}, dev)}));
   }
-  const int64_t L = batch.num_logit_rows < 0 ? R : batch.num_logit_rows;
-  logits->resize(static_cast<size_t>(L * c.vocab_size));
+  return OkStatus();
+}
+
+Status LlamaModel::copy_outputs(int num_logit_rows, int64_t real_rows, std::vector<float>* logits,
+                                std::vector<int32_t>* argmax_ids) {
+  Backend& be = *backend_;
+  if (argmax_ids != nullptr) {
+    argmax_ids->resize(static_cast<size_t>(real_rows));
+    if (real_rows > 0)
+      PAGODA_RETURN_IF_ERROR(
+          be.copy_to_host(argmax_ids->data(), ws_.argmax.data(), real_rows * sizeof(int32_t)));
+  }
+  const int64_t L = num_logit_rows < 0 ? real_rows : num_logit_rows;
+  logits->resize(static_cast<size_t>(L * config_.vocab_size));
   if (L == 0) return be.synchronize();
   return be.copy_to_host(logits->data(), ws_.logits.data(), logits->size() * sizeof(float));
 }

@@ -63,6 +63,19 @@ class LlamaModel {
   int64_t workspace_grows() const { return ws_.grows; }
   size_t workspace_bytes() const;
 
+  // Decode steps as replayed step graphs (CUDA graphs), when the backend has them (no-op
+  // otherwise): a step whose B rows are all single-token decodes, B <= the largest bucket, runs
+  // padded to the smallest bucket >= B (padding rows write no KV and are never copied back)
+  // with block tables max_blocks_per_seq wide. A bucket's first step runs eagerly, then is
+  // captured; later ones replay the graph: one launch instead of a few hundred. A graph is
+  // recaptured when the KV cache or the workspace it recorded has moved; a bucket whose
+  // capture fails stays eager. buckets: ascending, positive.
+  Status enable_decode_graphs(std::vector<int> buckets, int max_blocks_per_seq);
+  struct GraphStats {
+    int64_t captures = 0, replays = 0, failures = 0;
+  };
+  GraphStats graph_stats() const { return graphs_.stats; }
+
  private:
   struct Layer {
     TensorView attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_up, w_down;
@@ -79,7 +92,28 @@ class LlamaModel {
     DeviceBuffer sample_rows, picked, picked_normed, logits, argmax;  // [R, *]
   };
 
+  struct DecodeGraphs {
+    std::vector<int> buckets;  // empty: off
+    int max_blocks_per_seq = 0;
+    std::vector<int> captured, failed;  // buckets
+    const void* cache_key = nullptr;    // the KV cache the graphs write into
+    int64_t workspace_grows = -1;       // ws_.grows when they were captured
+    GraphStats stats;
+    ForwardBatch padded;  // reused: no allocation once the sizes have been seen
+  };
+
   LlamaModel() = default;
+  // The device work of a step whose indices are uploaded: T tokens, B sequences, R sampled
+  // rows, block tables max_blocks wide. Queues ops only (capturable).
+  Status run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, int max_blocks, bool argmax);
+  // Copies back the first `real_rows` argmax ids and the first num_logit_rows (-1: real_rows)
+  // rows of logits.
+  Status copy_outputs(int num_logit_rows, int64_t real_rows, std::vector<float>* logits,
+                      std::vector<int32_t>* argmax_ids);
+  // The bucket a batch runs in as a graph, or 0 when it runs eagerly.
+  int decode_graph_bucket(const ForwardBatch& batch) const;
+  Status forward_decode_graph(const ForwardBatch& batch, KvCache& cache, int bucket,
+                              std::vector<float>* logits, std::vector<int32_t>* argmax_ids);
   StatusOr<TensorView> place(const LoadedModel& loaded, const std::string& name,
                              std::initializer_list<int64_t> shape);
   Status upload_indices(const ForwardBatch& batch);
@@ -93,6 +127,7 @@ class LlamaModel {
   std::vector<Layer> layers_;
   DeviceBuffer inv_freq_;
   Workspace ws_;
+  DecodeGraphs graphs_;
 };
 
 }  // namespace pagoda

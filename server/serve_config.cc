@@ -30,6 +30,7 @@ const std::vector<std::string>& serve_flag_names() {
                                                  "drain-timeout",
                                                  "stall-timeout",
                                                  "prefix-caching",
+                                                 "cuda-graphs",
                                                  "metrics-host",
                                                  "metrics-port",
                                                  "policy-file",
@@ -172,6 +173,15 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
   } else {
     return where("prefix-caching",
                  InvalidArgument("--prefix-caching must be true or false, got '" + caching + "'"));
+  }
+  const std::string graphs = pick("cuda-graphs").get_string("cuda-graphs", "false");
+  if (graphs == "true" || graphs == "on") {
+    c.engine.decode_graphs = true;
+  } else if (graphs == "false" || graphs == "off") {
+    c.engine.decode_graphs = false;
+  } else {
+    return where("cuda-graphs",
+                 InvalidArgument("--cuda-graphs must be true or false, got '" + graphs + "'"));
   }
   PAGODA_RETURN_IF_ERROR(get_int("max-queue-requests", c.max_queue_requests, 1, 1 << 24, &v));
   c.max_queue_requests = static_cast<int>(v);

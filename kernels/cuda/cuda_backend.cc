@@ -3,6 +3,7 @@
 // queues its kernel through the launcher in launchers.h.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <map>
 #include <string>
 #include <utility>
 
@@ -22,7 +23,13 @@ class CudaBackend final : public Backend {
 
   ~CudaBackend() override {
     cuda::ScopedDevice scoped(info_.index);
+    if (capturing_) {
+      cudaGraph_t broken = nullptr;
+      if (cudaStreamEndCapture(stream_.get(), &broken) == cudaSuccess && broken != nullptr)
+        (void)cudaGraphDestroy(broken);
+    }
     (void)stream_.synchronize();
+    for (auto& [key, exec] : graphs_) (void)cudaGraphExecDestroy(exec);
   }
 
   Device device() const override { return Device::kCuda; }
@@ -30,19 +37,26 @@ class CudaBackend final : public Backend {
   DType activation_dtype() const override { return activations_; }
 
   StatusOr<DeviceBuffer> allocate(size_t bytes) override {
+    if (capturing_) return FailedPrecondition("cuda allocate: not allowed while capturing a graph");
     return allocator_.allocate(bytes, stream_.get());
   }
   Status copy_from_host(void* dst, const void* src, size_t bytes) override {
+    if (capturing_)
+      return FailedPrecondition("cuda copy_from_host: not allowed while capturing a graph");
     cuda::ScopedDevice scoped(info_.index);
     PAGODA_RETURN_IF_ERROR(scoped.status());
     return cuda::copy_host_to_device(dst, src, bytes, stream_.get());
   }
   Status copy_to_host(void* dst, const void* src, size_t bytes) override {
+    if (capturing_)
+      return FailedPrecondition("cuda copy_to_host: not allowed while capturing a graph");
     cuda::ScopedDevice scoped(info_.index);
     PAGODA_RETURN_IF_ERROR(scoped.status());
     return cuda::copy_device_to_host(dst, src, bytes, stream_.get());
   }
   Status synchronize() override {
+    if (capturing_)
+      return FailedPrecondition("cuda synchronize: not allowed while capturing a graph");
     cuda::ScopedDevice scoped(info_.index);
     PAGODA_RETURN_IF_ERROR(scoped.status());
     return stream_.synchronize();
@@ -67,6 +81,43 @@ class CudaBackend final : public Backend {
   Status gather_rows(const GatherRowsArgs& a) override { return run(cuda::gather_rows_cuda, a); }
   Status argmax(const ArgmaxArgs& a) override { return run(cuda::argmax_cuda, a); }
 
+  // CUDA graphs. Thread-local capture mode: another thread's CUDA calls (a second backend, a
+  // copy elsewhere in the process) neither join nor invalidate this capture.
+  bool supports_graphs() const override { return true; }
+  Status begin_capture() override {
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    if (capturing_) return FailedPrecondition("cuda begin_capture: already capturing");
+    PAGODA_CUDA_RETURN_IF_ERROR(
+        cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
+    return OkStatus();
+  }
+  Status end_capture(int64_t key) override {
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    if (!capturing_) return FailedPrecondition("cuda end_capture: not capturing");
+    capturing_ = false;
+    drop_graph(key);
+    cudaGraph_t graph = nullptr;
+    // Ends the capture even when an op broke it (then the error says so and no graph is kept).
+    PAGODA_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream_.get(), &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    PAGODA_CUDA_RETURN_IF_ERROR(made);
+    graphs_[key] = exec;
+    return OkStatus();
+  }
+  Status replay_graph(int64_t key) override {
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return NotFound("cuda replay_graph: no graph " + std::to_string(key));
+    PAGODA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(it->second, stream_.get()));
+    return OkStatus();
+  }
+
  private:
   // Makes this backend's device current and queues the op on its stream.
   template <typename Args>
@@ -76,8 +127,17 @@ class CudaBackend final : public Backend {
     return launcher(a, stream_.get());
   }
 
+  void drop_graph(int64_t key) {
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return;
+    (void)cudaGraphExecDestroy(it->second);
+    graphs_.erase(it);
+  }
+
   cuda::DeviceInfo info_;
   cuda::Stream stream_;
+  bool capturing_ = false;
+  std::map<int64_t, cudaGraphExec_t> graphs_;
   cuda::DeviceAllocator allocator_;
   DType activations_;
 };

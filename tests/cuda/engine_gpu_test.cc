@@ -1,4 +1,5 @@
-// The Engine on the GPU against the CPU (issue 6). Skips without a device.
+// The Engine on the GPU against the CPU (issue 6), and with CUDA graphs against eager steps
+// (issue 7). Skips without a device.
 //  - stories260K in f32: 64 concurrent requests through the Engine give the ids each gives
 //    alone on the GPU, and the ids the CPU backend gives (greedy: any f32 difference large
 //    enough to flip an argmax would be a bug, not rounding).
@@ -125,6 +126,47 @@ TEST(EngineGpuTest, StoriesF32ConcurrentMatchesAloneAndTheCpu) {
     EXPECT_EQ(together[i].ids, alone.ids) << "request " << i << ": batched vs alone on the GPU";
     EXPECT_EQ(together[i].ids, on_cpu[i].ids) << "request " << i << ": GPU vs CPU";
   }
+}
+
+// Decode steps replayed as CUDA graphs (padded to batch buckets) give the ids of eager steps.
+TEST(EngineGpuTest, StoriesF32DecodeGraphsMatchEagerSteps) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  StatusOr<LoadedModel> loaded = load_model(kRoot + "/assets/models/stories260K");
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  auto gpu = make_backend("cuda:0/f32", 0);
+  ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
+  ASSERT_TRUE((*gpu)->supports_graphs());
+  auto eager_model = LlamaModel::create(*loaded, gpu->get());
+  auto graph_model = LlamaModel::create(*loaded, gpu->get());
+  ASSERT_TRUE(eager_model.ok() && graph_model.ok());
+  std::mt19937 rng(8);
+  std::vector<Request> reqs;
+  for (int i = 0; i < 24; ++i) {
+    Request r;
+    r.prompt_ids = {1};
+    for (int k = 0, n = static_cast<int>(rng() % 60); k < n; ++k)
+      r.prompt_ids.push_back(3 + static_cast<int>(rng() % 500));
+    r.params.temperature = 0;
+    r.params.ignore_eos = true;
+    r.params.max_tokens = 10 + static_cast<int>(rng() % 30);
+    reqs.push_back(std::move(r));
+  }
+  EngineConfig config;
+  config.num_blocks = 128;
+  config.max_num_seqs = 16;
+  config.max_num_batched_tokens = 64;
+  auto eager = Engine::create(eager_model->get(), nullptr, config);
+  ASSERT_TRUE(eager.ok()) << eager.status().to_string();
+  config.decode_graphs = true;
+  auto graphed = Engine::create(graph_model->get(), nullptr, config);
+  ASSERT_TRUE(graphed.ok()) << graphed.status().to_string();
+  const std::vector<Result> want = run_together(**eager, reqs);
+  const std::vector<Result> got = run_together(**graphed, reqs);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].ids, want[i].ids) << "request " << i;
+  const LlamaModel::GraphStats st = (*graph_model)->graph_stats();
+  EXPECT_EQ(st.failures, 0);
+  EXPECT_GT(st.replays, 20);
 }
 
 // Where greedy GPU ids first differ from the CPU's: index, or -1 when they never do.

@@ -9,7 +9,8 @@ namespace pagoda {
 namespace {
 
 std::string write_yaml(const std::string& name, const std::string& text) {
-  const auto path = std::filesystem::temp_directory_path() / ("pagoda_serve_config_" + name + ".yaml");
+  const auto path =
+      std::filesystem::temp_directory_path() / ("pagoda_serve_config_" + name + ".yaml");
   std::ofstream(path) << text;
   return path.string();
 }
@@ -21,6 +22,7 @@ TEST(ServeConfigTest, DefaultsListenOnLoopback) {
   EXPECT_EQ(c->port, 50051);
   EXPECT_EQ(c->engine.policy, SchedulingPolicy::kFcfs);
   EXPECT_TRUE(c->engine.enable_prefix_caching);
+  EXPECT_FALSE(c->engine.decode_graphs);
 }
 
 TEST(ServeConfigTest, FileValuesAndFlagsOverrideThem) {
@@ -29,6 +31,7 @@ port: 6000
 max_num_seqs: 8
 policy: priority
 prefix-caching: false
+cuda-graphs: true
 drain_timeout: 2.5
 )");
   auto c = parse_serve_config({"--config", path, "--port", "7000"});
@@ -37,6 +40,7 @@ drain_timeout: 2.5
   EXPECT_EQ(c->engine.max_num_seqs, 8);
   EXPECT_EQ(c->engine.policy, SchedulingPolicy::kPriority);
   EXPECT_FALSE(c->engine.enable_prefix_caching);
+  EXPECT_TRUE(c->engine.decode_graphs);
   EXPECT_DOUBLE_EQ(c->drain_timeout_seconds, 2.5);
 }
 
@@ -47,13 +51,16 @@ TEST(ServeConfigTest, ErrorsNameTheKeyOrFlag) {
     EXPECT_NE(c.status().message().find(needle), std::string::npos) << c.status().message();
   };
   expect_error({"--config", write_yaml("unknown", "prot: 1\n")}, "unknown key 'prot'");
-  expect_error({"--config", write_yaml("nested", "port:\n  a: 1\n")}, "'port' must have a single value");
+  expect_error({"--config", write_yaml("nested", "port:\n  a: 1\n")},
+               "'port' must have a single value");
   expect_error({"--config", write_yaml("badyaml", "port: [1\n")}, "not valid YAML");
-  expect_error({"--config", write_yaml("badvalue", "max_num_seqs: lots\n")}, "--max-num-seqs must be an integer");
+  expect_error({"--config", write_yaml("badvalue", "max_num_seqs: lots\n")},
+               "--max-num-seqs must be an integer");
   expect_error({"--config", "/nonexistent/pagoda.yaml"}, "/nonexistent/pagoda.yaml");
   expect_error({"--port", "70000"}, "--port must be in [0, 65535]");
   expect_error({"--policy", "random"}, "--policy must be fcfs or priority");
   expect_error({"--prefix-caching", "maybe"}, "--prefix-caching must be true or false");
+  expect_error({"--cuda-graphs", "yes"}, "--cuda-graphs must be true or false");
   expect_error({"--bogus", "1"}, "unknown flag --bogus");
   expect_error({"--config"}, "--config needs a value");
 }

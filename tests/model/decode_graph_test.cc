@@ -1,0 +1,279 @@
+// Decode steps as step graphs (models/decode_graphs.cc), on the CPU: a backend that records the
+// ops queued between begin_capture() and end_capture() and replays them, as CUDA graphs do
+// (capture runs nothing; replay reruns the recorded arguments, pointers and shapes unchanged).
+// The padded, replayed steps must give exactly what the eager steps give: logits, argmax ids,
+// and whole generations through the Engine (greedy, seeded sampling, logprobs).
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <map>
+#include <random>
+
+#include "engine/engine.h"
+#include "kernels/backend_factory.h"
+#include "models/llama.h"
+
+namespace pagoda {
+namespace {
+
+const std::string kRoot = PAGODA_SOURCE_DIR;
+
+class RecordingBackend final : public Backend {
+ public:
+  explicit RecordingBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+
+  Device device() const override { return inner_->device(); }
+  std::string name() const override { return "recording " + inner_->name(); }
+  DType activation_dtype() const override { return inner_->activation_dtype(); }
+  StatusOr<DeviceBuffer> allocate(size_t bytes) override {
+    if (capturing_) return FailedPrecondition("allocate while capturing");
+    return inner_->allocate(bytes);
+  }
+  Status copy_from_host(void* dst, const void* src, size_t bytes) override {
+    if (capturing_) return FailedPrecondition("copy_from_host while capturing");
+    return inner_->copy_from_host(dst, src, bytes);
+  }
+  Status copy_to_host(void* dst, const void* src, size_t bytes) override {
+    if (capturing_) return FailedPrecondition("copy_to_host while capturing");
+    return inner_->copy_to_host(dst, src, bytes);
+  }
+  Status synchronize() override {
+    if (capturing_) return FailedPrecondition("synchronize while capturing");
+    return inner_->synchronize();
+  }
+  StatusOr<size_t> available_memory_bytes() const override {
+    return inner_->available_memory_bytes();
+  }
+
+  Status embedding(const EmbeddingArgs& a) override { return op(&Backend::embedding, a); }
+  Status rms_norm(const RmsNormArgs& a) override { return op(&Backend::rms_norm, a); }
+  Status matmul(const MatmulArgs& a) override { return op(&Backend::matmul, a); }
+  Status rope(const RopeArgs& a) override { return op(&Backend::rope, a); }
+  Status swiglu(const SwigluArgs& a) override { return op(&Backend::swiglu, a); }
+  Status add(const AddArgs& a) override { return op(&Backend::add, a); }
+  Status kv_write(const KvWriteArgs& a) override { return op(&Backend::kv_write, a); }
+  Status attention(const AttentionArgs& a) override { return op(&Backend::attention, a); }
+  Status gather_rows(const GatherRowsArgs& a) override { return op(&Backend::gather_rows, a); }
+  Status argmax(const ArgmaxArgs& a) override { return op(&Backend::argmax, a); }
+
+  bool supports_graphs() const override { return true; }
+  Status begin_capture() override {
+    if (capturing_) return FailedPrecondition("already capturing");
+    capturing_ = true;
+    recording_.clear();
+    return OkStatus();
+  }
+  Status end_capture(int64_t key) override {
+    if (!capturing_) return FailedPrecondition("not capturing");
+    capturing_ = false;
+    graphs_[key] = std::move(recording_);
+    recording_.clear();
+    return OkStatus();
+  }
+  Status replay_graph(int64_t key) override {
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return NotFound("no graph " + std::to_string(key));
+    for (const auto& run : it->second) PAGODA_RETURN_IF_ERROR(run());
+    return OkStatus();
+  }
+
+ private:
+  template <typename Args>
+  Status op(Status (Backend::*fn)(const Args&), const Args& a) {
+    if (!capturing_) return (inner_.get()->*fn)(a);
+    recording_.push_back([this, fn, a] { return (inner_.get()->*fn)(a); });
+    return OkStatus();
+  }
+
+  std::unique_ptr<Backend> inner_;
+  bool capturing_ = false;
+  std::vector<std::function<Status()>> recording_;
+  std::map<int64_t, std::vector<std::function<Status()>>> graphs_;
+};
+
+class DecodeGraphTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto loaded = load_model(kRoot + "/assets/models/stories260K");
+    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+    loaded_ = new LoadedModel(std::move(loaded).value());
+  }
+  static void TearDownTestSuite() {
+    delete loaded_;
+    loaded_ = nullptr;
+  }
+
+  void SetUp() override {
+    eager_backend_ = make_backend("cpu", 2).value();
+    graph_backend_ = std::make_unique<RecordingBackend>(make_backend("cpu", 2).value());
+    eager_ = LlamaModel::create(*loaded_, eager_backend_.get()).value();
+    graphed_ = LlamaModel::create(*loaded_, graph_backend_.get()).value();
+  }
+
+  // B decode rows at `step`: row i has context 5 + 3 i + step tokens in blocks [4 i, 4 i + 4).
+  static ForwardBatch decode_rows(int B, int step) {
+    ForwardBatch b;
+    b.max_blocks_per_seq = 4;
+    b.query_start = {0};
+    for (int i = 0; i < B; ++i) {
+      const int pos = 5 + 3 * i + step;
+      b.token_ids.push_back(3 + (i * 37 + step * 11) % 500);
+      b.positions.push_back(pos);
+      b.slot_mapping.push_back(4 * i * 16 + pos);
+      for (int k = 0; k < 4; ++k) b.block_tables.push_back(4 * i + k);
+      b.seq_lens.push_back(pos + 1);
+      b.query_start.push_back(i + 1);
+    }
+    b.sample_rows = {B - 1};  // every row, in another order
+    if (B > 1) b.sample_rows.push_back(0);
+    for (int i = 1; i + 1 < B; ++i) b.sample_rows.push_back(i);
+    return b;
+  }
+
+  static inline LoadedModel* loaded_ = nullptr;
+  std::unique_ptr<Backend> eager_backend_;
+  std::unique_ptr<Backend> graph_backend_;
+  std::unique_ptr<LlamaModel> eager_, graphed_;
+};
+
+TEST_F(DecodeGraphTest, PaddedReplayedStepsMatchEagerSteps) {
+  ASSERT_TRUE(graphed_->enable_decode_graphs({2, 4, 8}, 6).ok());
+  auto eager_cache = KvCache::create(eager_backend_.get(), eager_->kv_cache_shape(32, 16));
+  auto graph_cache = KvCache::create(graph_backend_.get(), graphed_->kv_cache_shape(32, 16));
+  ASSERT_TRUE(eager_cache.ok() && graph_cache.ok());
+  for (int step = 0; step < 4; ++step) {
+    for (int B : {3, 4, 1}) {  // buckets 4, 4, 2: captured once, then replayed
+      ForwardBatch b = decode_rows(B, step * 3 + B);
+      b.num_logit_rows = 1;  // one row wants logits; every row wants its argmax
+      std::vector<float> want_logits, got_logits;
+      std::vector<int32_t> want_ids, got_ids;
+      ASSERT_TRUE(eager_->forward(b, *eager_cache, &want_logits, &want_ids).ok());
+      const Status s = graphed_->forward(b, *graph_cache, &got_logits, &got_ids);
+      ASSERT_TRUE(s.ok()) << s.to_string();
+      EXPECT_EQ(got_ids, want_ids) << "B " << B << " step " << step;
+      EXPECT_EQ(got_logits, want_logits) << "B " << B << " step " << step;
+    }
+  }
+  const LlamaModel::GraphStats st = graphed_->graph_stats();
+  EXPECT_EQ(st.captures, 2);  // buckets 4 and 2
+  EXPECT_EQ(st.replays, 4 * 3 - 2);
+  EXPECT_EQ(st.failures, 0);
+  // Rows wider than the graph's block tables, or prefill rows, run eagerly and still agree.
+  ForwardBatch prefill;
+  prefill.token_ids = {1, 403, 407};
+  prefill.positions = {0, 1, 2};
+  prefill.slot_mapping = {480, 481, 482};
+  prefill.max_blocks_per_seq = 1;
+  prefill.block_tables = {30};
+  prefill.seq_lens = {3};
+  prefill.query_start = {0, 3};
+  prefill.sample_rows = {2};
+  std::vector<float> want, got;
+  ASSERT_TRUE(eager_->forward(prefill, *eager_cache, &want).ok());
+  ASSERT_TRUE(graphed_->forward(prefill, *graph_cache, &got).ok());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(graphed_->graph_stats().replays, st.replays);
+}
+
+TEST_F(DecodeGraphTest, RecapturesWhenTheCacheMoves) {
+  ASSERT_TRUE(graphed_->enable_decode_graphs({4}, 4).ok());
+  for (int round = 0; round < 2; ++round) {
+    auto eager_cache = KvCache::create(eager_backend_.get(), eager_->kv_cache_shape(16, 16));
+    auto graph_cache = KvCache::create(graph_backend_.get(), graphed_->kv_cache_shape(16, 16));
+    ASSERT_TRUE(eager_cache.ok() && graph_cache.ok());
+    for (int step = 0; step < 2; ++step) {
+      const ForwardBatch b = decode_rows(3, step);
+      std::vector<float> want, got;
+      ASSERT_TRUE(eager_->forward(b, *eager_cache, &want).ok());
+      ASSERT_TRUE(graphed_->forward(b, *graph_cache, &got).ok());
+      EXPECT_EQ(got, want) << "round " << round << " step " << step;
+    }
+  }
+  EXPECT_EQ(graphed_->graph_stats().captures, 2);
+  EXPECT_EQ(graphed_->graph_stats().replays, 2);
+}
+
+TEST_F(DecodeGraphTest, BackendsWithoutGraphsStayEager) {
+  ASSERT_TRUE(eager_->enable_decode_graphs({1, 2}, 4).ok());
+  auto cache = KvCache::create(eager_backend_.get(), eager_->kv_cache_shape(16, 16));
+  ASSERT_TRUE(cache.ok());
+  std::vector<float> logits;
+  ASSERT_TRUE(eager_->forward(decode_rows(2, 0), *cache, &logits).ok());
+  EXPECT_EQ(eager_->graph_stats().captures, 0);
+  EXPECT_FALSE(graphed_->enable_decode_graphs({2, 2}, 4).ok());
+  EXPECT_FALSE(graphed_->enable_decode_graphs({}, 4).ok());
+}
+
+struct Generation {
+  std::vector<int> ids;
+  std::vector<TokenLogprobs> logprobs;
+};
+
+std::vector<Generation> generate(LlamaModel* model, bool graphs, const std::vector<Request>& reqs) {
+  EngineConfig config;
+  config.num_blocks = 256;
+  config.max_num_batched_tokens = 64;  // chunked prefill beside decodes: mixed steps stay eager
+  config.max_num_seqs = 24;
+  config.decode_graphs = graphs;
+  auto engine = Engine::create(model, nullptr, config);
+  EXPECT_TRUE(engine.ok()) << engine.status().to_string();
+  if (!engine.ok()) return {};
+  std::vector<RequestHandle> handles;
+  for (const Request& r : reqs) handles.push_back((*engine)->submit(r).value());
+  std::vector<Generation> out;
+  for (RequestHandle& h : handles) {
+    Generation g;
+    for (;;) {
+      std::optional<RequestOutput> o = h.outputs->next(std::chrono::seconds(60));
+      if (!o) {
+        ADD_FAILURE() << "no output within 60 s";
+        break;
+      }
+      g.ids.insert(g.ids.end(), o->new_token_ids.begin(), o->new_token_ids.end());
+      for (TokenLogprobs& lp : o->logprobs) g.logprobs.push_back(std::move(lp));
+      if (o->finished) break;
+    }
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+TEST_F(DecodeGraphTest, EngineWithGraphsGivesWhatTheEagerEngineGives) {
+  std::mt19937 rng(9);
+  std::vector<Request> reqs;
+  for (int i = 0; i < 40; ++i) {
+    Request r;
+    r.prompt_ids = {1};
+    const int len = static_cast<int>(rng() % 90);
+    for (int k = 0; k < len; ++k) r.prompt_ids.push_back(3 + static_cast<int>(rng() % 500));
+    r.params.max_tokens = 5 + static_cast<int>(rng() % 40);
+    r.params.ignore_eos = true;
+    if (i % 3 == 1) {
+      r.params.temperature = 0.9f;
+      r.params.top_k = 40;
+      r.params.seed = 77 + i;
+    } else {
+      r.params.temperature = 0.0f;
+    }
+    if (i % 5 == 0) r.params.logprobs = 3;
+    reqs.push_back(std::move(r));
+  }
+  const std::vector<Generation> want = generate(eager_.get(), false, reqs);
+  const std::vector<Generation> got = generate(graphed_.get(), true, reqs);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(got[i].ids, want[i].ids) << "request " << i;
+    ASSERT_EQ(got[i].logprobs.size(), want[i].logprobs.size()) << "request " << i;
+    for (size_t t = 0; t < got[i].logprobs.size(); ++t) {
+      EXPECT_EQ(got[i].logprobs[t].logprob, want[i].logprobs[t].logprob) << "request " << i;
+      EXPECT_EQ(got[i].logprobs[t].top, want[i].logprobs[t].top) << "request " << i;
+    }
+  }
+  const LlamaModel::GraphStats st = graphed_->graph_stats();
+  EXPECT_GT(st.captures, 0);
+  EXPECT_GT(st.replays, 20) << "most decode steps should replay a graph";
+  EXPECT_EQ(st.failures, 0);
+}
+
+}  // namespace
+}  // namespace pagoda
