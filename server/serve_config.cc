@@ -123,6 +123,18 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
     *out = *v;
     return OkStatus();
   };
+  // true/on or false/off.
+  auto get_bool = [&](const std::string& name, bool fallback, bool* out) -> Status {
+    const std::string v = pick(name).get_string(name, fallback ? "true" : "false");
+    if (v == "true" || v == "on") {
+      *out = true;
+    } else if (v == "false" || v == "off") {
+      *out = false;
+    } else {
+      return where(name, InvalidArgument("--" + name + " must be true or false, got '" + v + "'"));
+    }
+    return OkStatus();
+  };
   auto get_double = [&](const std::string& name, double fallback, double lo, double hi,
                         double* out) -> Status {
     auto v = pick(name).get_double(name, fallback, lo, hi);
@@ -165,24 +177,8 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
     return where("policy",
                  InvalidArgument("--policy must be fcfs or priority, got '" + policy + "'"));
   }
-  const std::string caching = pick("prefix-caching").get_string("prefix-caching", "true");
-  if (caching == "true" || caching == "on") {
-    c.engine.enable_prefix_caching = true;
-  } else if (caching == "false" || caching == "off") {
-    c.engine.enable_prefix_caching = false;
-  } else {
-    return where("prefix-caching",
-                 InvalidArgument("--prefix-caching must be true or false, got '" + caching + "'"));
-  }
-  const std::string graphs = pick("cuda-graphs").get_string("cuda-graphs", "false");
-  if (graphs == "true" || graphs == "on") {
-    c.engine.decode_graphs = true;
-  } else if (graphs == "false" || graphs == "off") {
-    c.engine.decode_graphs = false;
-  } else {
-    return where("cuda-graphs",
-                 InvalidArgument("--cuda-graphs must be true or false, got '" + graphs + "'"));
-  }
+  PAGODA_RETURN_IF_ERROR(get_bool("prefix-caching", true, &c.engine.enable_prefix_caching));
+  PAGODA_RETURN_IF_ERROR(get_bool("cuda-graphs", false, &c.engine.decode_graphs));
   PAGODA_RETURN_IF_ERROR(get_int("max-queue-requests", c.max_queue_requests, 1, 1 << 24, &v));
   c.max_queue_requests = static_cast<int>(v);
   PAGODA_RETURN_IF_ERROR(

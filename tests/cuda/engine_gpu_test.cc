@@ -69,18 +69,33 @@ Result run_alone(Engine& engine, const Request& r) {
   return one.empty() ? Result{} : one[0];
 }
 
+// The same weights on the GPU (device string, e.g. "cuda:0/bf16") and on the CPU.
+struct GpuAndCpu {
+  std::unique_ptr<Backend> gpu, cpu;
+  std::unique_ptr<LlamaModel> gpu_model, cpu_model;
+
+  void make(const LoadedModel& loaded, const std::string& gpu_device) {
+    auto g = make_backend(gpu_device, 0);
+    ASSERT_TRUE(g.ok()) << g.status().to_string();
+    gpu = std::move(g).value();
+    auto c = make_backend("cpu", 0);
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    cpu = std::move(c).value();
+    auto gm = LlamaModel::create(loaded, gpu.get());
+    ASSERT_TRUE(gm.ok()) << gm.status().to_string();
+    gpu_model = std::move(gm).value();
+    auto cm = LlamaModel::create(loaded, cpu.get());
+    ASSERT_TRUE(cm.ok()) << cm.status().to_string();
+    cpu_model = std::move(cm).value();
+  }
+};
+
 TEST(EngineGpuTest, StoriesF32ConcurrentMatchesAloneAndTheCpu) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
   StatusOr<LoadedModel> loaded = load_model(kRoot + "/assets/models/stories260K");
   ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
-  auto gpu = make_backend("cuda:0/f32", 0);
-  ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
-  auto cpu = make_backend("cpu", 0);
-  ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
-  auto gpu_model = LlamaModel::create(*loaded, gpu->get());
-  ASSERT_TRUE(gpu_model.ok()) << gpu_model.status().to_string();
-  auto cpu_model = LlamaModel::create(*loaded, cpu->get());
-  ASSERT_TRUE(cpu_model.ok()) << cpu_model.status().to_string();
+  GpuAndCpu m;
+  ASSERT_NO_FATAL_FAILURE(m.make(*loaded, "cuda:0/f32"));
 
   // 64 requests: prompts of 1..150 tokens, some sharing a prefix (the prefix cache), chunked
   // prefill mixed with decodes (a small token budget), and a KV pool small enough to preempt.
@@ -104,7 +119,7 @@ TEST(EngineGpuTest, StoriesF32ConcurrentMatchesAloneAndTheCpu) {
   together_config.max_model_len = 256;
   together_config.num_blocks = 96;  // 1536 tokens for ~64 x 110: preemption is certain
   together_config.max_num_batched_tokens = 128;
-  auto gpu_engine = Engine::create(gpu_model->get(), nullptr, together_config);
+  auto gpu_engine = Engine::create(m.gpu_model.get(), nullptr, together_config);
   ASSERT_TRUE(gpu_engine.ok()) << gpu_engine.status().to_string();
   const std::vector<Result> together = run_together(**gpu_engine, reqs);
   ASSERT_EQ(together.size(), reqs.size());
@@ -114,9 +129,9 @@ TEST(EngineGpuTest, StoriesF32ConcurrentMatchesAloneAndTheCpu) {
   alone_config.max_model_len = 256;
   alone_config.num_blocks = 64;
   alone_config.enable_prefix_caching = false;
-  auto gpu_alone = Engine::create(gpu_model->get(), nullptr, alone_config);
+  auto gpu_alone = Engine::create(m.gpu_model.get(), nullptr, alone_config);
   ASSERT_TRUE(gpu_alone.ok()) << gpu_alone.status().to_string();
-  auto cpu_engine = Engine::create(cpu_model->get(), nullptr, together_config);
+  auto cpu_engine = Engine::create(m.cpu_model.get(), nullptr, together_config);
   ASSERT_TRUE(cpu_engine.ok()) << cpu_engine.status().to_string();
   const std::vector<Result> on_cpu = run_together(**cpu_engine, reqs);
   ASSERT_EQ(on_cpu.size(), reqs.size());
@@ -183,14 +198,8 @@ TEST(EngineGpuTest, SyntheticLlama3Bf16FollowsTheCpuByTheTop5Rule) {
   ASSERT_TRUE(config.ok()) << config.status().to_string();
   StatusOr<LoadedModel> loaded = make_synthetic_model(*config, DType::kBF16, 2024);
   ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
-  auto gpu = make_backend("cuda:0/bf16", 0);
-  ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
-  auto cpu = make_backend("cpu", 0);
-  ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
-  auto gpu_model = LlamaModel::create(*loaded, gpu->get());
-  ASSERT_TRUE(gpu_model.ok()) << gpu_model.status().to_string();
-  auto cpu_model = LlamaModel::create(*loaded, cpu->get());
-  ASSERT_TRUE(cpu_model.ok()) << cpu_model.status().to_string();
+  GpuAndCpu m;
+  ASSERT_NO_FATAL_FAILURE(m.make(*loaded, "cuda:0/bf16"));
 
   constexpr int kAgree = 32, kTokens = 64, kTop = 5;
   std::mt19937 rng(17);
@@ -210,9 +219,9 @@ TEST(EngineGpuTest, SyntheticLlama3Bf16FollowsTheCpuByTheTop5Rule) {
   ec.max_model_len = 512;
   ec.num_blocks = 4 * 512 / 16;
   ec.max_num_batched_tokens = 512;
-  auto gpu_engine = Engine::create(gpu_model->get(), nullptr, ec);
+  auto gpu_engine = Engine::create(m.gpu_model.get(), nullptr, ec);
   ASSERT_TRUE(gpu_engine.ok()) << gpu_engine.status().to_string();
-  auto cpu_engine = Engine::create(cpu_model->get(), nullptr, ec);
+  auto cpu_engine = Engine::create(m.cpu_model.get(), nullptr, ec);
   ASSERT_TRUE(cpu_engine.ok()) << cpu_engine.status().to_string();
   const std::vector<Result> g = run_together(**gpu_engine, reqs);
   const std::vector<Result> c = run_together(**cpu_engine, reqs);

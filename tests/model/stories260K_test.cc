@@ -133,6 +133,19 @@ TEST_P(Stories260KTest, SeededSamplingIsReproducible) {
 INSTANTIATE_TEST_SUITE_P(Formats, Stories260KTest, ::testing::Values(kHfDir, kGguf),
                          [](const auto& info) { return info.index == 0 ? "HuggingFace" : "GGUF"; });
 
+// Two prompts in one batch (5 and 2 tokens, in blocks 0 and 2 of 16 slots); no sample rows.
+ForwardBatch two_prompts() {
+  ForwardBatch b;
+  b.token_ids = {1, 403, 407, 261, 378, 1, 376};
+  b.positions = {0, 1, 2, 3, 4, 0, 1};
+  b.slot_mapping = {0, 1, 2, 3, 4, 32, 33};
+  b.max_blocks_per_seq = 1;
+  b.block_tables = {0, 2};
+  b.seq_lens = {5, 2};
+  b.query_start = {0, 5, 7};
+  return b;
+}
+
 // Both formats hold the same weights, so the same batch gives bit-identical logits.
 TEST(Stories260KFormats, HfFolderAndGgufGiveIdenticalLogits) {
   auto backend = make_backend("cpu", 2);
@@ -146,14 +159,7 @@ TEST(Stories260KFormats, HfFolderAndGgufGiveIdenticalLogits) {
     ASSERT_TRUE(model.ok()) << model.status().to_string();
     auto cache = KvCache::create(backend->get(), (*model)->kv_cache_shape(4, 16));
     ASSERT_TRUE(cache.ok());
-    ForwardBatch b;
-    b.token_ids = {1, 403, 407, 261, 378, 1, 376};
-    b.positions = {0, 1, 2, 3, 4, 0, 1};
-    b.slot_mapping = {0, 1, 2, 3, 4, 32, 33};
-    b.max_blocks_per_seq = 1;
-    b.block_tables = {0, 2};
-    b.seq_lens = {5, 2};
-    b.query_start = {0, 5, 7};
+    ForwardBatch b = two_prompts();
     b.sample_rows = {4, 6, 0};
     ASSERT_TRUE((*model)->forward(b, *cache, &logits[i]).ok());
     ASSERT_EQ(logits[i].size(), 3u * 512);
@@ -174,14 +180,7 @@ TEST(Stories260KForward, ArgmaxIdsAndPartialLogitRows) {
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   auto cache = KvCache::create(backend->get(), (*model)->kv_cache_shape(4, 16));
   ASSERT_TRUE(cache.ok());
-  ForwardBatch b;
-  b.token_ids = {1, 403, 407, 261, 378, 1, 376};
-  b.positions = {0, 1, 2, 3, 4, 0, 1};
-  b.slot_mapping = {0, 1, 2, 3, 4, 32, 33};
-  b.max_blocks_per_seq = 1;
-  b.block_tables = {0, 2};
-  b.seq_lens = {5, 2};
-  b.query_start = {0, 5, 7};
+  ForwardBatch b = two_prompts();
   b.sample_rows = {4, 6, 0, 2, 5};
   const int vocab = 512, R = 5;
   std::vector<float> all;
