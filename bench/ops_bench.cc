@@ -174,12 +174,14 @@ void BM_PrefillMatmul(benchmark::State& state, int64_t T, int64_t K, int64_t N, 
 }
 
 // Paged attention decode: B sequences of `ctx` context, one new token each, GQA n_heads/n_kv,
-// block 16, f32 cache. Bytes = the K and V of every context position read once.
-void BM_AttentionDecode(benchmark::State& state, int64_t B, int64_t ctx, int64_t head_dim) {
+// block 16, cache dtype cd (f32 unless named). Bytes = the K and V of every context position
+// read once.
+void BM_AttentionDecode(benchmark::State& state, int64_t B, int64_t ctx, int64_t head_dim,
+                        DType cd = DType::kF32) {
   constexpr int64_t kHeads = 32, kKvHeads = 4, kBlock = 16;
   const int64_t blocks_per_seq = (ctx + kBlock - 1) / kBlock;
   const int64_t blocks = B * blocks_per_seq;
-  const size_t block_bytes = static_cast<size_t>(kBlock * kKvHeads * head_dim) * 4;
+  const size_t block_bytes = static_cast<size_t>(kBlock * kKvHeads * head_dim) * dtype_size(cd);
   const int copies = copies_for(2 * block_bytes * blocks);
   if (copies < 1) return state.SkipWithError("--ws_mib too small for the KV cache");
   const int64_t pool_blocks = blocks * copies;
@@ -206,13 +208,13 @@ void BM_AttentionDecode(benchmark::State& state, int64_t B, int64_t ctx, int64_t
   DeviceBuffer tables = upload(host_tables), lens = upload(host_lens), starts = upload(host_starts);
   AttentionArgs a;
   a.q = TensorView(q.data(), DType::kF32, {B, kHeads, head_dim});
-  a.k_cache = TensorView(kc, DType::kF32, {pool_blocks, kBlock, kKvHeads, head_dim});
-  a.v_cache = TensorView(vc, DType::kF32, {pool_blocks, kBlock, kKvHeads, head_dim});
+  a.k_cache = TensorView(kc, cd, {pool_blocks, kBlock, kKvHeads, head_dim});
+  a.v_cache = TensorView(vc, cd, {pool_blocks, kBlock, kKvHeads, head_dim});
   a.seq_lens = TensorView(lens.data(), DType::kI32, {B});
   a.query_start = TensorView(starts.data(), DType::kI32, {B + 1});
   a.out = TensorView(out.data(), DType::kF32, {B, kHeads, head_dim});
   a.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const double kv_bytes = 2.0 * static_cast<double>(B * ctx * kKvHeads * head_dim) * 4;
+  const double kv_bytes = 2.0 * static_cast<double>(B * ctx * kKvHeads * head_dim) * dtype_size(cd);
   int c = 0;
   WallTimer timer;
   for (auto _ : state) {
@@ -224,6 +226,50 @@ void BM_AttentionDecode(benchmark::State& state, int64_t B, int64_t ctx, int64_t
   check(state, g_backend->synchronize());
   set_bandwidth(state, kv_bytes, timer.seconds());
   state.counters["copies"] = copies;
+}
+
+// Paged attention prefill: one sequence computing a chunk of q_len tokens at the end of a
+// `ctx` context (causal), GQA 32/4, block 16, f32 cache, hot in cache (a chunk's K/V is read
+// by all its rows: compute-bound). FLOP = 4 * head_dim * n_heads * (keys over all rows).
+void BM_AttentionPrefill(benchmark::State& state, int64_t q_len, int64_t ctx, int64_t head_dim) {
+  constexpr int64_t kHeads = 32, kKvHeads = 4, kBlock = 16;
+  const int64_t blocks = (ctx + kBlock - 1) / kBlock;
+  const size_t cache_bytes = static_cast<size_t>(blocks * kBlock * kKvHeads * head_dim) * 4;
+  DeviceBuffer kc = make_filled(cache_bytes, DType::kF32, 4);
+  DeviceBuffer vc = make_filled(cache_bytes, DType::kF32, 5);
+  const size_t act = static_cast<size_t>(q_len * kHeads * head_dim) * 4;
+  DeviceBuffer q = make_filled(act, DType::kF32, 6), out = make_filled(act, DType::kF32, 7);
+  std::vector<int32_t> host_table(static_cast<size_t>(blocks));
+  std::iota(host_table.begin(), host_table.end(), 0);
+  std::shuffle(host_table.begin(), host_table.end(), std::mt19937(9));
+  auto upload = [](const std::vector<int32_t>& v) {
+    auto r = g_backend->allocate(v.size() * 4);
+    DeviceBuffer b = std::move(*r);
+    (void)g_backend->copy_from_host(b.data(), v.data(), v.size() * 4);
+    return b;
+  };
+  DeviceBuffer table = upload(host_table), len = upload({static_cast<int32_t>(ctx)}),
+               starts = upload({0, static_cast<int32_t>(q_len)});
+  AttentionArgs a;
+  a.q = TensorView(q.data(), DType::kF32, {q_len, kHeads, head_dim});
+  a.k_cache = TensorView(kc.data(), DType::kF32, {blocks, kBlock, kKvHeads, head_dim});
+  a.v_cache = TensorView(vc.data(), DType::kF32, {blocks, kBlock, kKvHeads, head_dim});
+  a.block_tables = TensorView(table.data(), DType::kI32, {1, blocks});
+  a.seq_lens = TensorView(len.data(), DType::kI32, {1});
+  a.query_start = TensorView(starts.data(), DType::kI32, {2});
+  a.out = TensorView(out.data(), DType::kF32, {q_len, kHeads, head_dim});
+  a.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  // Rows see ctx - q_len + 1 .. ctx keys.
+  const double keys = static_cast<double>(q_len) * static_cast<double>(2 * ctx - q_len + 1) / 2;
+  const double flops = 4.0 * static_cast<double>(head_dim * kHeads) * keys;
+  WallTimer timer;
+  for (auto _ : state) check(state, g_backend->attention(a));
+  check(state, g_backend->synchronize());
+  const double secs = timer.seconds();
+  state.counters["FLOP/s"] =
+      benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["of_peak"] =
+      flops * static_cast<double>(state.iterations()) / secs / 1e9 / g_roof.fma_gflops;
 }
 
 // rms_norm with residual over [T, dim]: reads input, residual, weight; writes residual, out.
@@ -297,6 +343,16 @@ void register_all(double min_time) {
              "/h32kv4/hd" + std::to_string(hd))
                 .c_str(),
             [B, ctx, hd](benchmark::State& st) { BM_AttentionDecode(st, B, ctx, hd); }));
+  for (int64_t hd : {64, 128})  // a half-precision cache: half the bytes per key
+    tune(benchmark::RegisterBenchmark(
+        ("attention_decode/B32/ctx2048/h32kv4/hd" + std::to_string(hd) + "/bf16").c_str(),
+        [hd](benchmark::State& st) { BM_AttentionDecode(st, 32, 2048, hd, DType::kBF16); }));
+  for (auto [q_len, ctx] : {std::pair<int64_t, int64_t>{512, 512}, {256, 2048}})
+    tune(benchmark::RegisterBenchmark(
+        ("attention_prefill/T" + std::to_string(q_len) + "/ctx" + std::to_string(ctx) +
+         "/h32kv4/hd64")
+            .c_str(),
+        [q_len, ctx](benchmark::State& st) { BM_AttentionPrefill(st, q_len, ctx, 64); }));
   for (int64_t dim : {2048, 5632}) {
     tune(benchmark::RegisterBenchmark(("rms_norm/T512/dim" + std::to_string(dim)).c_str(),
                                       [dim](benchmark::State& st) { BM_RmsNorm(st, 512, dim); }));
