@@ -39,17 +39,7 @@ class Parser {
 
   Status check_map(const YAML::Node& node, const std::string& where,
                    std::initializer_list<std::string_view> allowed) const {
-    if (!node.IsMap()) return error(node, where, "expected a map");
-    for (auto it = node.begin(); it != node.end(); ++it) {
-      std::string key = it->first.Scalar();
-      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-        std::string list;
-        for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-        return error(it->first, where,
-                     "unknown field '" + key + "' (expected one of: " + list + ")");
-      }
-    }
-    return OkStatus();
+    return yaml::check_map(source_, node, where, allowed, "field");
   }
 
   StatusOr<std::string> name(const YAML::Node& parent, const char* field,

@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+
 namespace pagoda::yaml {
 namespace {
 
@@ -34,6 +36,21 @@ Status error_at(std::string_view source, const YAML::Node& node, std::string_vie
 
 Status from_exception(std::string_view source, const YAML::Exception& e) {
   return InvalidArgument(with_mark(source, e.mark) + ": " + e.msg);
+}
+
+Status check_map(std::string_view source, const YAML::Node& node, std::string_view where,
+                 std::initializer_list<std::string_view> allowed, std::string_view noun) {
+  if (!node.IsMap()) return error_at(source, node, where, "expected a map");
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    const std::string key = it->first.Scalar();
+    if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+    std::string list;
+    for (std::string_view a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+    return error_at(
+        source, it->first, where,
+        "unknown " + std::string(noun) + " '" + key + "' (expected one of: " + list + ")");
+  }
+  return OkStatus();
 }
 
 }  // namespace pagoda::yaml

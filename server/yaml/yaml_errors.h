@@ -3,6 +3,7 @@
 // editors and compilers print them, so a person can jump straight to the offending node.
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -23,6 +24,11 @@ std::string location(std::string_view source, const YAML::Node& node);
 // empty. `where` names the field in the file's own terms ("tenant 'acme': limits.burst").
 Status error_at(std::string_view source, const YAML::Node& node, std::string_view where,
                 std::string_view message);
+
+// OK when `node` is a map whose keys are all in `allowed`; else error_at() "expected a map", or
+// at the first other key "unknown <noun> '<key>' (expected one of: a, b, ...)".
+Status check_map(std::string_view source, const YAML::Node& node, std::string_view where,
+                 std::initializer_list<std::string_view> allowed, std::string_view noun);
 
 // A yaml-cpp exception (a syntax error while loading, or a conversion that threw) as
 // kInvalidArgument "<source>:<line>:<column>: <what yaml-cpp says>" (no position when the
