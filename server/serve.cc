@@ -74,6 +74,9 @@ StatusOr<LoadedServing> load_and_warm(const ServeConfig& c, const std::string& m
   PAGODA_ASSIGN_OR_RETURN(s.tokenizer, load_sentencepiece_tokenizer(tok_path));
   PAGODA_ASSIGN_OR_RETURN(s.backend, make_backend(c.device, c.threads));
   PAGODA_ASSIGN_OR_RETURN(s.model, LlamaModel::create(*s.loaded, s.backend.get()));
+  if (c.engine.decode_graphs && !s.backend->supports_graphs())
+    std::fprintf(stderr, "pagoda serve: --cuda-graphs has no effect on %s (no step graphs)\n",
+                 s.backend->name().c_str());
   PAGODA_ASSIGN_OR_RETURN(s.engine, Engine::create(s.model.get(), s.tokenizer.get(), c.engine));
   // Warm-up: one real step through the whole path before readiness says SERVING.
   Request warm;
