@@ -453,6 +453,10 @@ void Engine::publish_stats_locked() {
   stats_.prefix_hit_rate = scheduler_.prefix_hit_rate();
   stats_.prefix_queries = scheduler_.kv().prefix_queries();
   stats_.prefix_hits = scheduler_.kv().prefix_hits();
+  const LlamaModel::GraphStats g = model_->graph_stats();  // the loop thread's own counters
+  stats_.graph_captures = g.captures;
+  stats_.graph_replays = g.replays;
+  stats_.graph_failures = g.failures;
 }
 
 void Engine::finish(RequestId id, FinishReason reason, const Status& error) {

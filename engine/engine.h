@@ -51,7 +51,8 @@ struct EngineStats {
   double kv_usage = 0;
   int64_t preemptions = 0, steps = 0, computed_tokens = 0, generated_tokens = 0;
   double prefix_hit_rate = 0;
-  int64_t prefix_queries = 0, prefix_hits = 0;  // in tokens
+  int64_t prefix_queries = 0, prefix_hits = 0;                        // in tokens
+  int64_t graph_captures = 0, graph_replays = 0, graph_failures = 0;  // decode step graphs
 };
 
 class Engine {

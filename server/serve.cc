@@ -278,6 +278,12 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
       pagoda_metrics->prefix_cache_queries->inc(
           static_cast<double>(s.prefix_queries - last.prefix_queries));
       pagoda_metrics->prefix_cache_hits->inc(static_cast<double>(s.prefix_hits - last.prefix_hits));
+      pagoda_metrics->decode_graph_captures->inc(
+          static_cast<double>(s.graph_captures - last.graph_captures));
+      pagoda_metrics->decode_graph_replays->inc(
+          static_cast<double>(s.graph_replays - last.graph_replays));
+      pagoda_metrics->decode_graph_capture_failures->inc(
+          static_cast<double>(s.graph_failures - last.graph_failures));
       last = s;
       // Policy decisions: the library counts; the exported counters follow them.
       for (const auto& row : policy::DecisionCounters::global().snapshot()) {

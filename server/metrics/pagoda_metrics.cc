@@ -100,6 +100,15 @@ StatusOr<std::unique_ptr<PagodaMetrics>> PagodaMetrics::create(
   PAGODA_RETURN_IF_ERROR(counter("pagoda_preemptions_total",
                                  "Requests preempted (KV blocks freed, to be recomputed).",
                                  &m->preemptions));
+  PAGODA_RETURN_IF_ERROR(counter("pagoda_decode_graph_captures_total",
+                                 "Decode step graphs captured (--cuda-graphs).",
+                                 &m->decode_graph_captures));
+  PAGODA_RETURN_IF_ERROR(counter("pagoda_decode_graph_replays_total",
+                                 "Decode steps run by replaying a step graph.",
+                                 &m->decode_graph_replays));
+  PAGODA_RETURN_IF_ERROR(counter("pagoda_decode_graph_capture_failures_total",
+                                 "Step-graph captures that failed (the bucket stays eager).",
+                                 &m->decode_graph_capture_failures));
   PAGODA_ASSIGN_OR_RETURN(m->prompt_tokens_,
                           registry->add_counter("pagoda_prompt_tokens_total",
                                                 "Prompt tokens processed, by tenant.", {"tenant"}));

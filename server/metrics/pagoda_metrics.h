@@ -60,6 +60,11 @@ class PagodaMetrics {
   Counter* prefix_cache_queries = nullptr;
   Counter* prefix_cache_hits = nullptr;
   Counter* preemptions = nullptr;
+  // Decode steps as step graphs (--cuda-graphs): graphs captured, steps replayed, captures that
+  // failed (those batch buckets stay eager).
+  Counter* decode_graph_captures = nullptr;
+  Counter* decode_graph_replays = nullptr;
+  Counter* decode_graph_capture_failures = nullptr;
 
   Histogram* time_to_first_token = nullptr;  // arrival -> first output token
   Histogram* inter_token_latency = nullptr;  // between successive output tokens

@@ -235,6 +235,10 @@ std::vector<Generation> generate(LlamaModel* model, bool graphs, const std::vect
     }
     out.push_back(std::move(g));
   }
+  // The engine publishes the model's graph counters (what /metrics shows).
+  const EngineStats st = (*engine)->stats();
+  EXPECT_EQ(st.graph_replays, model->graph_stats().replays);
+  EXPECT_EQ(st.graph_captures, model->graph_stats().captures);
   return out;
 }
 
