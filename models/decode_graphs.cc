@@ -73,10 +73,16 @@ Status LlamaModel::forward_decode_graph(const ForwardBatch& batch, KvCache& cach
 
   PAGODA_RETURN_IF_ERROR(reserve(bucket, bucket, bucket * W, bucket));
   PAGODA_RETURN_IF_ERROR(upload_indices(p));
-  const void* cache_key = cache.k(0).data;
-  if (cache_key != g.cache_key || ws_.grows != g.workspace_grows) {
+  // Every K and V buffer the graphs write into: a new cache may reuse some old addresses and
+  // not others, so one pointer is not enough to tell.
+  g.cache_now.clear();
+  for (int li = 0; li < config_.num_layers; ++li) {
+    g.cache_now.push_back(cache.k(li).data);
+    g.cache_now.push_back(cache.v(li).data);
+  }
+  if (g.cache_now != g.cache_seen || ws_.grows != g.workspace_grows) {
     g.captured.clear();  // recorded pointers went stale: the old graphs are replaced as needed
-    g.cache_key = cache_key;
+    g.cache_seen.swap(g.cache_now);
     g.workspace_grows = ws_.grows;
   }
   const int64_t real_rows = static_cast<int64_t>(batch.sample_rows.size());

@@ -95,9 +95,10 @@ class LlamaModel {
   struct DecodeGraphs {
     std::vector<int> buckets;  // empty: off
     int max_blocks_per_seq = 0;
-    std::vector<int> captured, failed;  // buckets
-    const void* cache_key = nullptr;    // the KV cache the graphs write into
-    int64_t workspace_grows = -1;       // ws_.grows when they were captured
+    std::vector<int> captured, failed;    // buckets
+    std::vector<const void*> cache_seen;  // the K/V buffers the graphs write into
+    std::vector<const void*> cache_now;   // this step's (reused: no allocation per step)
+    int64_t workspace_grows = -1;         // ws_.grows when they were captured
     GraphStats stats;
     ForwardBatch padded;  // reused: no allocation once the sizes have been seen
   };

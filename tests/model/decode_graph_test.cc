@@ -177,20 +177,28 @@ TEST_F(DecodeGraphTest, PaddedReplayedStepsMatchEagerSteps) {
 
 TEST_F(DecodeGraphTest, RecapturesWhenTheCacheMoves) {
   ASSERT_TRUE(graphed_->enable_decode_graphs({4}, 4).ok());
-  for (int round = 0; round < 2; ++round) {
-    auto eager_cache = KvCache::create(eager_backend_.get(), eager_->kv_cache_shape(16, 16));
-    auto graph_cache = KvCache::create(graph_backend_.get(), graphed_->kv_cache_shape(16, 16));
-    ASSERT_TRUE(eager_cache.ok() && graph_cache.ok());
-    for (int step = 0; step < 2; ++step) {
+  // Two caches alive together (so their buffers differ), used A, B, then A again: each switch
+  // recaptures, and the graphs always write into the cache of the step.
+  std::vector<KvCache> eager_caches, graph_caches;
+  for (int i = 0; i < 2; ++i) {
+    auto e = KvCache::create(eager_backend_.get(), eager_->kv_cache_shape(16, 16));
+    auto g = KvCache::create(graph_backend_.get(), graphed_->kv_cache_shape(16, 16));
+    ASSERT_TRUE(e.ok() && g.ok());
+    eager_caches.push_back(std::move(e).value());
+    graph_caches.push_back(std::move(g).value());
+  }
+  int step = 0;
+  for (int round : {0, 1, 0}) {
+    for (int k = 0; k < 2; ++k, ++step) {
       const ForwardBatch b = decode_rows(3, step);
       std::vector<float> want, got;
-      ASSERT_TRUE(eager_->forward(b, *eager_cache, &want).ok());
-      ASSERT_TRUE(graphed_->forward(b, *graph_cache, &got).ok());
-      EXPECT_EQ(got, want) << "round " << round << " step " << step;
+      ASSERT_TRUE(eager_->forward(b, eager_caches[round], &want).ok());
+      ASSERT_TRUE(graphed_->forward(b, graph_caches[round], &got).ok());
+      EXPECT_EQ(got, want) << "cache " << round << " step " << step;
     }
   }
-  EXPECT_EQ(graphed_->graph_stats().captures, 2);
-  EXPECT_EQ(graphed_->graph_stats().replays, 2);
+  EXPECT_EQ(graphed_->graph_stats().captures, 3);
+  EXPECT_EQ(graphed_->graph_stats().replays, 3);
 }
 
 TEST_F(DecodeGraphTest, BackendsWithoutGraphsStayEager) {
