@@ -3,13 +3,11 @@
 // alone. Skips without a device.
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <nlohmann/json.hpp>
-
 #include "engine/batch_generator.h"
 #include "kernels/backend_factory.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "models/llama.h"
+#include "tests/model/stories_reference.h"
 
 namespace pagoda {
 namespace {
@@ -25,19 +23,14 @@ TEST(StoriesGpuTest, F32GreedyReproducesLlama2cAloneAndBatched) {
   auto model = LlamaModel::create(*loaded, backend->get());
   ASSERT_TRUE(model.ok()) << model.status().to_string();
 
-  std::ifstream in(kRoot + "/tests/data/stories260K_greedy.json");
-  const auto j = nlohmann::json::parse(in);
   std::vector<GenerationRequest> reqs;
   std::vector<std::vector<int>> expected;
-  for (const auto& c : j.at("cases")) {
+  for (const testing_reference::ReferenceCase& c : testing_reference::load_stories_reference()) {
     GenerationRequest r;
-    r.prompt_ids = c.at("prompt_ids").get<std::vector<int>>();
-    r.params.temperature = 0;
-    r.params.ignore_eos = true;
-    r.params.stop_token_ids = {1};
-    r.params.max_tokens = c.at("steps").get<int>() - static_cast<int>(r.prompt_ids.size()) + 1;
+    r.prompt_ids = c.prompt_ids;
+    r.params = testing_reference::reference_params(c);
     reqs.push_back(r);
-    expected.push_back(c.at("generated_ids").get<std::vector<int>>());
+    expected.push_back(c.generated_ids);
   }
   for (size_t i = 0; i < reqs.size(); ++i) {
     BatchGenerator gen(model->get(), GeneratorOptions{});

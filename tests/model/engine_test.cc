@@ -6,14 +6,13 @@
 
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
 #include "engine/batch_generator.h"
 #include "kernels/backend_factory.h"
 #include "tests/model/stories_fixture.h"
+#include "tests/model/stories_reference.h"
 
 namespace pagoda {
 namespace {
@@ -193,21 +192,16 @@ TEST_F(EngineTest, ConcurrentRequestsMatchAloneWithoutPrefixCaching) {
 }
 
 TEST_F(EngineTest, ReferenceIdsHoldThroughTheEngine) {
-  std::ifstream in(kRoot + "/tests/data/stories260K_greedy.json");
-  const auto j = nlohmann::json::parse(in);
   auto engine = Engine::create(model_, tokenizer_, EngineConfig{});
   ASSERT_TRUE(engine.ok()) << engine.status().to_string();
   std::vector<Request> reqs;
   std::vector<std::vector<int>> expected;
-  for (const auto& c : j.at("cases")) {
+  for (const testing_reference::ReferenceCase& c : testing_reference::load_stories_reference()) {
     Request r;
-    r.prompt_ids = c.at("prompt_ids").get<std::vector<int>>();
-    r.params.temperature = 0;
-    r.params.ignore_eos = true;
-    r.params.stop_token_ids = {1};
-    r.params.max_tokens = c.at("steps").get<int>() - static_cast<int>(r.prompt_ids.size()) + 1;
+    r.prompt_ids = c.prompt_ids;
+    r.params = testing_reference::reference_params(c);
     reqs.push_back(r);
-    expected.push_back(c.at("generated_ids").get<std::vector<int>>());
+    expected.push_back(c.generated_ids);
   }
   const auto got = run_concurrently(**engine, reqs);
   for (size_t i = 0; i < reqs.size(); ++i) {

@@ -4,12 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "engine/batch_generator.h"
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
+#include "tests/model/stories_reference.h"
 #include "tokenizer/tokenizer.h"
 
 namespace pagoda {
@@ -19,32 +18,13 @@ const std::string kRoot = PAGODA_SOURCE_DIR;
 const std::string kHfDir = kRoot + "/assets/models/stories260K";
 const std::string kGguf = kRoot + "/tests/data/stories260K.gguf";
 
-struct ReferenceCase {
-  std::string prompt;
-  int steps = 0;
-  std::vector<int> prompt_ids, generated_ids;
-};
+using testing_reference::load_stories_reference;
+using testing_reference::ReferenceCase;
 
-std::vector<ReferenceCase> load_reference() {
-  std::ifstream in(kRoot + "/tests/data/stories260K_greedy.json");
-  const auto j = nlohmann::json::parse(in);
-  std::vector<ReferenceCase> cases;
-  for (const auto& c : j.at("cases")) {
-    cases.push_back({c.at("prompt").get<std::string>(), c.at("steps").get<int>(),
-                     c.at("prompt_ids").get<std::vector<int>>(),
-                     c.at("generated_ids").get<std::vector<int>>()});
-  }
-  return cases;
-}
-
-// run.c computes positions 0..steps-1 and stops early when it samples BOS (1).
 GenerationRequest greedy_request(const ReferenceCase& c) {
   GenerationRequest r;
   r.prompt_ids = c.prompt_ids;
-  r.params.temperature = 0.0f;
-  r.params.ignore_eos = true;
-  r.params.stop_token_ids = {1};
-  r.params.max_tokens = c.steps - static_cast<int>(c.prompt_ids.size()) + 1;
+  r.params = testing_reference::reference_params(c);
   return r;
 }
 
@@ -76,7 +56,7 @@ class Stories260KTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(Stories260KTest, GreedyReproducesLlama2c) {
-  for (const ReferenceCase& c : load_reference()) {
+  for (const ReferenceCase& c : load_stories_reference()) {
     const auto results = run({greedy_request(c)});
     ASSERT_EQ(results.size(), 1u);
     EXPECT_EQ(results[0].output_ids, c.generated_ids) << "prompt: '" << c.prompt << "'";
@@ -86,7 +66,7 @@ TEST_P(Stories260KTest, GreedyReproducesLlama2c) {
 TEST_P(Stories260KTest, PromptsTokenizeToReferenceIds) {
   auto tok = load_sentencepiece_tokenizer(kHfDir + "/tokenizer.model");
   ASSERT_TRUE(tok.ok()) << tok.status().to_string();
-  for (const ReferenceCase& c : load_reference()) {
+  for (const ReferenceCase& c : load_stories_reference()) {
     auto ids = (*tok)->encode(c.prompt, true);
     ASSERT_TRUE(ids.ok());
     EXPECT_EQ(*ids, c.prompt_ids) << c.prompt;
@@ -97,9 +77,9 @@ TEST_P(Stories260KTest, PromptsTokenizeToReferenceIds) {
 // chunks across steps — give exactly the ids each gives alone.
 TEST_P(Stories260KTest, BatchInvariance) {
   std::vector<GenerationRequest> reqs;
-  for (const ReferenceCase& c : load_reference()) reqs.push_back(greedy_request(c));
+  for (const ReferenceCase& c : load_stories_reference()) reqs.push_back(greedy_request(c));
   // Seeded sampling too: its random draws are keyed by (seed, position), not by the batch.
-  GenerationRequest sampled = greedy_request(load_reference()[1]);
+  GenerationRequest sampled = greedy_request(load_stories_reference()[1]);
   sampled.params.temperature = 0.9f;
   sampled.params.top_p = 0.9f;
   sampled.params.seed = 1234;
@@ -118,7 +98,7 @@ TEST_P(Stories260KTest, BatchInvariance) {
 }
 
 TEST_P(Stories260KTest, SeededSamplingIsReproducible) {
-  GenerationRequest r = greedy_request(load_reference()[0]);
+  GenerationRequest r = greedy_request(load_stories_reference()[0]);
   r.params.temperature = 1.0f;
   r.params.max_tokens = 64;
   r.params.seed = 7;
