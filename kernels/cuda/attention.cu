@@ -4,59 +4,73 @@
 // Math, for query row t and query head h, all in f32 (values rounded to the activation dtype
 // only when stored):
 //   b    = the sequence with query_start[b] <= t < query_start[b + 1]
-//   pos  = seq_lens[b] - q_len(b) + (t - query_start[b]);   g = h / (n_heads / n_kv_heads)
+//   pos  = seq_lens[b] - q_len(b) + (t - query_start[b]);   g = h / G,  G = n_heads / n_kv_heads
 //   K_p  = k_cache[block_tables[b][p / block_size], p % block_size, g, :]   (V_p alike)
 //   s_p  = scale * dot(q[t, h], K_p)   for p in [0, pos]
 //   out[t, h, :] = sum_p exp(s_p - m) V_p / sum_p exp(s_p - m),   m = max_p s_p
+// computed in base 2: q is scaled by scale * log2(e) once, so s_p carries log2(e) and every
+// exp(x) is exp2f(x') of the scaled x'. (m below is in those units.)
 // Layout: q, out [T, n_heads, head_dim] (f32 or bf16, the same dtype); k_cache, v_cache
 // [num_blocks, block_size, n_kv_heads, head_dim] (f32, f16 or bf16, the same dtype);
 // block_tables [B, max_blocks] i32; seq_lens [B] i32; query_start [B + 1] i32.
 //
-// One range of keys [k0, k1) of one (t, h) is walked by one CTA of kThreads threads
-// (attend_keys): q[t, h] sits in shared memory; the keys go in tiles of kThreads with an online
-// (flash-style) softmax: thread i scores key p0 + i; the CTA reduces the tile max m_tile and the
-// running max becomes m' = max(m, m_tile); e_i = exp(s_i - m'); the running sum and each
-// thread's output accumulators (dims d = tid, tid + kThreads, ...) are rescaled by exp(m - m')
-// and the tile's e_i V_i are added in increasing p. The result is a partial (m, l, acc[D]):
+// CTAs: one per (row t, kv head g, slice of g's query heads[, split z]); a slice is GH <= 8
+// query heads (G > 8: ceil(G / 8) slices of ceil(G / slices) heads; GH the power of two at or
+// above), so every K/V row a CTA loads serves all its heads (G = 4, llama3-8b: each KV byte is
+// read once per row t). One range of keys [k0, k1) is computed by the CTA's kThreads = 128
+// threads (attention_tiles.cuh, attend_range):
+//  - lanes: a key row is shared by a group of lpk lanes (lpk = the power of two >= D / 8: 16 for
+//    D = 128), lane c holding dims [8c, 8c + 8) of the row; the CTA has 128 / lpk groups;
+//  - loads: a lane's chunk is one 16-byte load (f16/bf16) or two (f32), coalesced per row;
+//    rows that are not 16-byte aligned (D * sizeof(cache) % 16 != 0, or a misaligned cache
+//    base) take element loads instead (same values, same bits, only slower);
+//  - keys: each group walks KB consecutive keys per iteration (KB = 2..8, from GH and the cache
+//    dtype), the CTA 128 / lpk * KB keys; all K and V chunks of an iteration are loaded before
+//    any is used; q stays in registers (the lane's dims of GH rows);
+//  - scores: each lane's 8-term dot, then xor shuffles inside the group (log2 lpk steps);
+//  - softmax: each group keeps its own online state (m, l, acc) per head in registers
+//    (attention_tiles.cuh has the update), so the key loop has no barrier and no shared memory.
+// At the end of the range the groups merge: first inside each warp by xor shuffles over the
+// group index (merge_warp_groups), then across the 4 warps through shared memory in warp order
+// (range_partial): M = max_w m_w, c_w = exp(m_w - M), l = sum_w l_w c_w, acc = sum_w acc_w c_w.
+// That is the range's partial (m, l, acc[D]) per head:
 //   m = max_p s_p,  l = sum_p exp(s_p - m),  acc = sum_p exp(s_p - m) V_p   over [k0, k1).
+// Its bits depend on (k0, k1, D, G, cache dtype) and the data, not on anything else in the batch.
 //
-// Short rows (n = pos + 1 <= kSplitKeys keys) are one range, [0, n): out = acc / l, by one CTA,
-// exactly as in the first version of this kernel.
-// Long rows (split-K, "flash-decoding"): one CTA per (t, h) would give a decode row with a long
-// context only n_heads CTAs for the whole GPU. Its keys are cut into contiguous splits
-// (split_plan): len = ceil(n / min(ceil(n / kSplitKeys), kMaxSplits)) rounded up to whole tiles,
-// S = ceil(n / len) splits (2..kMaxSplits, the last one shorter). Each split's partial
-// (m_i, l_i, acc_i) is merged in increasing i, online:
+// Split-K ("flash-decoding"): one CTA per (t, g) would give a decode row with a long context only
+// a few CTAs for the whole GPU. A row of n = pos + 1 keys is cut into contiguous splits
+// (split_plan): n <= kSplitKeys: one range [0, n); else len = ceil(n / min(ceil(n / kSplitKeys),
+// kMaxSplits)) rounded up to a multiple of 128, S = ceil(n / len) splits (2..kMaxSplits, the last
+// one shorter). The partials (m_i, l_i, acc_i) of a row's ranges are merged in increasing i,
+// online:
 //   M' = max(M, m_i);  a = exp(M - M'),  c = exp(m_i - M')
 //   L' = L a + l_i c;  A' = A a + acc_i c        (from M = -inf, L = 0, A = 0)
 //   out = A / L
-// which equals out = sum_i acc_i exp(m_i - m) / sum_i l_i exp(m_i - m), m = max_i m_i, and
-// needs no second pass. The merge uses explicit _rn intrinsics (no contraction left to the
-// compiler), so it gives the same bits wherever it runs.
-// Two launch shapes compute exactly these operations in exactly this order:
-//  - split CTAs (grid [T, H, S_max]): CTA z computes split z's partial into scratch memory, and
-//    merge_kernel (grid [T, H]) merges them and writes out. Rows with fewer splits than z, and
-//    z > 0 for short rows, exit at once. S_max bounds the splits of any row of the batch (from
-//    max_blocks * block_size). Used when the partials, T * H * S_max * (D + 2) floats, fit the
-//    per-stream scratch (kScratchBytes), i.e. for decode-sized batches where it pays.
-//  - one CTA per (t, h) (grid [T, H, 1]), which walks a long row's splits itself, keeping the
-//    partial in registers and merging as above. Used when the partials do not fit (large
-//    prefill batches: T * H already fills the GPU), the scratch cannot be had, or while the
-//    stream is being captured into a CUDA graph without scratch allocated.
-// So a row's splits (they depend only on its own n) and the order of every reduction depend
-// only on (pos, head_dim), never on T or on the other rows, whichever shape the launch takes:
-// a row's output is bit-identical whatever else is in the batch. (attend_keys is inlined into
-// each path from the same source; tests/cuda/attention_test.cc checks that both shapes give the
-// same bits.)
-// out may alias q exactly: every CTA reads only its own q[t, h] (first), and out[t, h] is
-// written last (by the CTA of the short path or the walking CTA, or by merge_kernel after every
-// split CTA has finished).
+// with explicit _rn intrinsics (no contraction left to the compiler), so it gives the same bits
+// wherever it runs. Two launch shapes compute exactly these operations in exactly this order:
+//  - split CTAs (grid [T, KV * slices, S_max]): CTA z computes split z's partials into scratch
+//    memory, and merge_kernel (grid [T, H], per query head) merges them and writes out. Rows
+//    with fewer splits than z, and z > 0 for short rows, exit at once. S_max bounds the splits of
+//    any row of the batch (from max_blocks * block_size). Used when the partials, T * H * S_max *
+//    (D + 2) floats, fit the per-stream scratch (kScratchBytes), i.e. for decode-sized batches.
+//  - one CTA per (t, g, slice) (grid [T, KV * slices, 1]) walking all of the row's ranges itself
+//    and merging each partial as it comes (the short row: one range, merged once). Used when the
+//    partials do not fit (large prefill batches: T * KV already fills the GPU), the scratch
+//    cannot be had, or while the stream is being captured into a CUDA graph without scratch.
+// Both shapes run the same kernel, whose range code is written once (the loop in
+// attention_kernel), and the same merge arithmetic: a row's output is bit-identical whatever
+// else is in the batch and whichever shape the launch takes (tests/cuda/attention_test.cc checks
+// both shapes bit for bit).
+// out may alias q exactly: a CTA reads its q rows (t, its heads) into shared memory before
+// anything else, and out rows are written last, by the CTA that read them (short rows, walked
+// rows) or by merge_kernel after every split CTA has finished.
 // Bad device-side metadata (query_start not a prefix sum, seq_len < q_len, too many blocks for
-// max_blocks, a block id outside [0, num_blocks)) is never dereferenced: the row is set to NaN
-// (a split that meets a bad block id writes a NaN partial, and NaN survives the merge).
+// max_blocks, a block id outside [0, num_blocks)) is never dereferenced: the CTA's rows (all its
+// heads) are set to NaN (a split that meets a bad block id writes NaN partials, and NaN survives
+// the merge).
 //
-// TODO(issue 7): one CTA per (t, kv head) sharing K/V loads across the GQA group; tensor-core
-// (mma / wgmma on sm_90a) QK^T and PV for prefill tiles; 16-byte vectorized, coalesced K loads.
+// TODO(issue 7): tensor-core (mma / wgmma on sm_90a) QK^T and PV for prefill tiles (many query
+// rows of one sequence sharing each K/V row).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -69,6 +83,7 @@
 #include <string>
 #include <utility>
 
+#include "kernels/cuda/attention_tiles.cuh"
 #include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
 
@@ -76,44 +91,22 @@ namespace pagoda::cuda {
 
 namespace {
 
-constexpr int kWarpSize = 32;
-constexpr int kThreads = 128;  // keys per tile and threads per CTA
-constexpr int kWarps = kThreads / kWarpSize;
-constexpr int kMaxHeadDim = kAttentionMaxHeadDim;
-constexpr int kDimsPerThread = kMaxHeadDim / kThreads;
+using namespace attention_tiles;  // kThreads, kChunk, KeyRows, attend_range, ...
+
 // Split-K: rows with more keys than kSplitKeys are split into at most kMaxSplits ranges of
-// about kSplitKeys keys or more (whole tiles). Changing these changes the bits of long rows.
+// about kSplitKeys keys or more (multiples of kSplitAlign). Changing these changes the bits of
+// long rows.
 constexpr int kSplitKeys = 512;
 constexpr int kMaxSplits = 32;
+constexpr int kSplitAlign = 128;
 // The split CTAs' partials: one buffer of this size per (device, stream), allocated on first
 // use. A launch uses the split CTAs only if T * H * S_max * (D + 2) floats fit in it.
 constexpr size_t kScratchBytes = size_t{32} << 20;
+constexpr int kMergeDimsPerThread = kMaxHeadDim / kThreads;  // merge_kernel: one (t, h) per CTA
+constexpr float kLog2e = 1.4426950408889634f;
 
-static_assert(kSplitKeys % kThreads == 0 && kSplitKeys >= 2 * kThreads);
-
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-struct SumOp {
-  __device__ float operator()(float a, float b) const { return a + b; }
-};
-
-// Reduces v over the CTA; every thread gets the same total (same order everywhere). Ends with
-// a barrier, so `scratch` can be reused and shared writes made before the call are visible.
-template <typename Op>
-__device__ __forceinline__ float block_reduce(float v, float* scratch, Op op) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  }
-  if (threadIdx.x % kWarpSize == 0) scratch[threadIdx.x / kWarpSize] = v;
-  __syncthreads();
-  float r = scratch[0];
-#pragma unroll
-  for (int w = 1; w < kWarps; ++w) r = op(r, scratch[w]);
-  __syncthreads();
-  return r;
-}
+static_assert(kSplitKeys % kSplitAlign == 0 && kSplitKeys >= 2 * kSplitAlign);
+static_assert(kMaxHeadDim % kThreads == 0);
 
 // The largest b in [0, B] with query_start[b] <= t (query_start is non-decreasing).
 __device__ __forceinline__ int find_sequence(const int32_t* query_start, int B, int t) {
@@ -131,9 +124,9 @@ __device__ __forceinline__ int find_sequence(const int32_t* query_start, int B, 
 
 // How a row of n keys is split: `count` ranges [i * len, min(n, (i + 1) * len)), all non-empty.
 // count == 1 (n <= kSplitKeys): the whole row, the short path. Otherwise count is in
-// [2, min(ceil(n / kSplitKeys), kMaxSplits)] and len is a multiple of kThreads, so a split's
-// tiles are whole tiles of the unsplit row. (count >= 2: len <= (n + 1) / 2 + kThreads - 1 < n
-// for n > kSplitKeys >= 2 kThreads.) A function of n alone: the batch-invariance contract.
+// [2, min(ceil(n / kSplitKeys), kMaxSplits)] and len is a multiple of kSplitAlign. (count >= 2:
+// len <= (n + 1) / 2 + kSplitAlign - 1 < n for n > kSplitKeys >= 2 kSplitAlign.) A function of
+// n alone: the batch-invariance contract.
 struct SplitPlan {
   int count;
   int len;
@@ -142,7 +135,7 @@ __host__ __device__ __forceinline__ SplitPlan split_plan(int n) {
   if (n <= kSplitKeys) return {1, n};
   const int ideal = (n - 1) / kSplitKeys + 1;  // ceil(n / kSplitKeys)
   const int wanted = ideal < kMaxSplits ? ideal : kMaxSplits;
-  const int len = ((n - 1) / wanted / kThreads + 1) * kThreads;  // ceil(n / wanted), whole tiles
+  const int len = ((n - 1) / wanted / kSplitAlign + 1) * kSplitAlign;  // ceil(n / wanted), aligned
   return {(n - 1) / len + 1, len};
 }
 
@@ -155,12 +148,16 @@ struct AttentionParams {
   const int32_t* query_start;   // [B + 1]
   void* out;                    // [T, H, D]
   int B, H, KV, D, block_size, max_blocks, num_blocks;
-  float scale;
+  int G;             // H / KV: query heads per kv head
+  int slices;        // CTAs per (t, g): ceil(G / kMaxGroupHeads)
+  int slice_heads;   // ceil(G / slices) <= GH: slice i has heads [i, i + 1) * slice_heads of g
+  int lpk;           // lanes per key row (attention_tiles.cuh)
+  float scale_log2;  // scale * log2(e)
   // Split CTAs only (else null / 1): partial (t, h, z) is slot (t * H + h) * max_splits + z,
   // holding part_ml[2 slot] = m, part_ml[2 slot + 1] = l and part_acc[slot * D + d] = acc[d].
-  float* part_ml;
-  float* part_acc;
-  int max_splits;  // S_max >= split_plan(n).count of every row with valid metadata
+  float* part_ml;   // [T, H, max_splits, 2]
+  float* part_acc;  // [T, H, max_splits, D]
+  int max_splits;   // S_max >= split_plan(n).count of every row with valid metadata
 };
 
 // Where query row t reads: its sequence b and position pos; ok is false for bad metadata
@@ -182,116 +179,137 @@ __device__ __forceinline__ RowInfo locate_row(const AttentionParams& p, int t) {
   return {ok, b, pos};
 }
 
-// Shared memory of one CTA walking keys.
-struct KeyTiles {
-  float q[kMaxHeadDim];
-  float prob[kThreads];
-  int64_t row[kThreads];  // element offset of each tile key's K/V row (head g)
-  float scratch[kWarps];
+// One online merge step (top of the file): M, L absorb the partial (m, l) and return the factors
+// that A (each element, merge_value) absorbs acc with. Explicit _rn intrinsics, so the walking
+// CTA and merge_kernel do bit-identical arithmetic. A NaN partial (a bad block) makes L and A
+// NaN for good: NaN * 0 is NaN.
+struct MergeFactors {
+  float a, c;
+};
+__device__ __forceinline__ MergeFactors merge_partial(float& M, float& L, float m, float l) {
+  const float m_new = fmaxf(M, m);
+  const float a = exp2f(__fsub_rn(M, m_new));  // 0 for the first partial (M = -inf)
+  const float c = exp2f(__fsub_rn(m, m_new));
+  L = __fmaf_rn(l, c, __fmul_rn(L, a));
+  M = m_new;
+  return {a, c};
+}
+__device__ __forceinline__ float merge_value(float A, float acc, MergeFactors f) {
+  return __fmaf_rn(acc, f.c, __fmul_rn(A, f.a));
+}
+template <typename Act>
+__device__ __forceinline__ Act final_value(float A, float L) {
+  return from_f32<Act>(__fmul_rn(A, __fdiv_rn(1.0f, L)));
+}
+
+// Shared memory of attention_kernel.
+template <int GH>
+struct CtaShared {
+  union {
+    float q[GH][kMaxHeadDim];            // the slice's q rows, scaled (until the key walk)
+    float acc[kWarps][GH][kMaxHeadDim];  // each warp's acc of a range (merge_warp_groups)
+  } u;
+  float m[kWarps][GH], l[kWarps][GH];  // each warp's m and l of a range
+  float c[kWarps][GH];                 // exp2(m_w - M) of the range
+  MergeFactors f[GH];                  // the walk's merge factors of the range
+  float run_m[GH], run_l[GH];          // the walk's running M, L (thread j < GH: head j)
+  float run_acc[GH * kMaxHeadDim];     // the walk's running A, element j * D + d
 };
 
-// The partial (m, l, acc) of keys [k0, k1) (see the top of the file); q is in sh.q. Every thread
-// gets the same m and l, and the accumulators of its dims tid + i * kThreads (< D). Ends with a
-// barrier.
-template <typename Cache>
-__device__ __forceinline__ void attend_keys(const AttentionParams& p, const int32_t* table, int g,
-                                            int k0, int k1, KeyTiles& sh, float& m_run,
-                                            float& l_run, float (&acc)[kDimsPerThread]) {
-  const int tid = threadIdx.x;
+// The partial of the range just walked (st: each lane's group state after merge_warp_groups) is
+// combined across warps in warp order and then either stored as split z's partial (part_slot0
+// >= 0: slot of head h0 + j is part_slot0 + j * max_splits) or merged into the walk's running
+// state (sh.run_*). Three barriers: at the start (sh.u is free), after the warps' writes, after
+// the per-head step (thread j < GH: m, l, the warp factors c_w and the merge factors).
+template <int GH>
+__device__ __forceinline__ void range_partial(const AttentionParams& p, CtaShared<GH>& sh,
+                                              const GroupState<GH>& st, int nh,
+                                              int64_t part_slot0) {
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int D = p.D;
-  const Cache* k_cache = static_cast<const Cache*>(p.k_cache);
-  const Cache* v_cache = static_cast<const Cache*>(p.v_cache);
-  m_run = -INFINITY;
-  l_run = 0.0f;
+  __syncthreads();  // the q stage, or the previous range's reads of sh.u.acc, are done
+  if (lane < p.lpk) {
+    const int d0 = lane * kChunk;
 #pragma unroll
-  for (int i = 0; i < kDimsPerThread; ++i) acc[i] = 0.0f;
-
-  for (int p0 = k0; p0 < k1; p0 += kThreads) {
-    const int n = min(kThreads, k1 - p0);
-    // Scores: thread tid takes key p0 + tid.
-    float s = -INFINITY;
-    if (tid < n) {
-      const int key = p0 + tid;
-      const int64_t slot =
-          static_cast<int64_t>(table[key / p.block_size]) * p.block_size + key % p.block_size;
-      const int64_t row = (slot * p.KV + g) * D;
-      sh.row[tid] = row;
-      const Cache* k = k_cache + row;
-      float dot = 0.0f;
-#pragma unroll 8
-      for (int d = 0; d < D; ++d) dot = fmaf(sh.q[d], to_f32(k[d]), dot);
-      s = dot * p.scale;
-    }
-    const float m_new = fmaxf(m_run, block_reduce(s, sh.scratch, MaxOp{}));
-    const float e = tid < n ? expf(s - m_new) : 0.0f;
-    sh.prob[tid] = e;
-    const float alpha = expf(m_run - m_new);                       // 0 on the first tile
-    l_run = l_run * alpha + block_reduce(e, sh.scratch, SumOp{});  // barrier: sh.prob visible
-
-    // Values: thread tid owns dims tid, tid + kThreads, ...; keys in increasing p.
+    for (int j = 0; j < GH; ++j) {
 #pragma unroll
-    for (int i = 0; i < kDimsPerThread; ++i) {
-      const int d = tid + i * kThreads;
-      if (d < D) {
-        float a = acc[i] * alpha;
-        for (int k = 0; k < n; ++k) a = fmaf(sh.prob[k], to_f32(v_cache[sh.row[k] + d]), a);
-        acc[i] = a;
+      for (int i = 0; i < kChunk; ++i) {
+        if (d0 + i < D) sh.u.acc[warp][j][d0 + i] = st.acc[j][i];
+      }
+      if (lane == 0) {
+        sh.m[warp][j] = st.m[j];
+        sh.l[warp][j] = st.l[j];
       }
     }
-    m_run = m_new;
-    __syncthreads();  // sh.prob and sh.row are rewritten by the next tile
+  }
+  __syncthreads();
+  if (tid < GH) {  // head j = tid: the range's m and l
+    const int j = tid;
+    float M = sh.m[0][j];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) M = fmaxf(M, sh.m[w][j]);
+    const float m_use = M == -INFINITY ? 0.0f : M;
+    float L = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float c = exp2f(__fsub_rn(sh.m[w][j], m_use));
+      sh.c[w][j] = c;
+      L = __fmaf_rn(sh.l[w][j], c, L);
+    }
+    if (part_slot0 >= 0) {
+      if (j < nh) {
+        const int64_t slot = part_slot0 + int64_t{j} * p.max_splits;
+        p.part_ml[2 * slot] = M;
+        p.part_ml[2 * slot + 1] = L;
+      }
+    } else {
+      sh.f[j] = merge_partial(sh.run_m[j], sh.run_l[j], M, L);
+    }
+  }
+  __syncthreads();
+  for (int e = tid; e < nh * D; e += kThreads) {  // element e = (head j, dim d)
+    const int j = e / D, d = e - j * D;
+    float acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) acc = __fmaf_rn(sh.u.acc[w][j][d], sh.c[w][j], acc);
+    if (part_slot0 >= 0) {
+      p.part_acc[(part_slot0 + int64_t{j} * p.max_splits) * D + d] = acc;
+    } else {
+      sh.run_acc[e] = merge_value(sh.run_acc[e], acc, sh.f[j]);
+    }
   }
 }
 
-// One online merge step (top of the file): (M, L, A) absorbs the partial (m, l, acc). Explicit
-// _rn intrinsics, so the walking CTA and merge_kernel do bit-identical arithmetic. A NaN partial
-// (a bad block) makes L and A NaN for good: NaN * 0 is NaN.
-__device__ __forceinline__ void merge_partial(float& M, float& L, float (&A)[kDimsPerThread],
-                                              float m, float l,
-                                              const float (&acc)[kDimsPerThread]) {
-  const float m_new = fmaxf(M, m);
-  const float a = expf(__fsub_rn(M, m_new));  // 0 for the first partial (M = -inf)
-  const float c = expf(__fsub_rn(m, m_new));
-  L = __fmaf_rn(l, c, __fmul_rn(L, a));
-#pragma unroll
-  for (int i = 0; i < kDimsPerThread; ++i) A[i] = __fmaf_rn(acc[i], c, __fmul_rn(A[i], a));
-  M = m_new;
-}
-
-// out[d] = acc[d] / l for this thread's dims, rounded to Act.
-template <typename Act>
-__device__ __forceinline__ void store_row(Act* out, int D, float l,
-                                          const float (&acc)[kDimsPerThread]) {
-  const float inv_sum = 1.0f / l;
-#pragma unroll
-  for (int i = 0; i < kDimsPerThread; ++i) {
-    const int d = threadIdx.x + i * kThreads;
-    if (d < D) out[d] = from_f32<Act>(acc[i] * inv_sum);
-  }
-}
-
-// grid: [T, H, 1] (no split CTAs: p.part_ml null) or [T, H, p.max_splits]; block: [kThreads].
-template <typename Act, typename Cache>
+// grid: [T, KV * p.slices, 1] (no split CTAs: p.part_ml null) or [T, KV * p.slices,
+// p.max_splits]; block: [kThreads]. GH: power of two >= p.slice_heads. kVec: 16-byte loads
+// (rows 16-byte aligned), else element loads.
+template <typename Act, typename Cache, int GH, bool kVec>
 __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) {
-  __shared__ KeyTiles sh;
+  __shared__ CtaShared<GH> sh;
   const int t = blockIdx.x;
-  const int h = blockIdx.y;
+  const int g = blockIdx.y / p.slices;
+  const int first_head = (blockIdx.y % p.slices) * p.slice_heads;  // within g's group
+  const int nh = min(p.slice_heads, p.G - first_head);             // heads h0 .. h0 + nh - 1
+  if (nh <= 0) return;                                             // uniform over the CTA
+  const int h0 = g * p.G + first_head;
   const int z = blockIdx.z;
   const int tid = threadIdx.x;
   const int D = p.D;
-  Act* out = static_cast<Act*>(p.out) + (static_cast<int64_t>(t) * p.H + h) * D;
+  Act* out = static_cast<Act*>(p.out) + (static_cast<int64_t>(t) * p.H + h0) * D;  // [nh, D]
 
-  // Locate the row in its sequence and choose this CTA's keys [k0, k1).
+  // Locate the row in its sequence and choose this CTA's ranges.
   const RowInfo r = locate_row(p, t);
   const int n_ctx = r.ok ? r.pos + 1 : 0;
   const SplitPlan plan = split_plan(n_ctx);
-  // This CTA computes split z's partial (the merge is merge_kernel's). The count check never
+  // This CTA computes split z's partials (the merge is merge_kernel's). The count check never
   // fails for valid metadata (max_splits bounds it); were it to, the row is walked by CTA z = 0,
   // which gives the same bits.
   const bool split_cta = p.part_ml != nullptr && plan.count > 1 && plan.count <= p.max_splits;
   if (z > 0 && !(split_cta && z < plan.count)) return;  // uniform over the CTA
   const int k0 = split_cta ? z * plan.len : 0;
   const int k1 = split_cta ? k0 + min(plan.len, n_ctx - k0) : n_ctx;
+  const int64_t part_slot0 =
+      split_cta ? (static_cast<int64_t>(t) * p.H + h0) * p.max_splits + z : int64_t{-1};
 
   // Reject metadata that would read out of bounds: a bad row, or a block id outside the cache
   // among the blocks of [k0, k1).
@@ -303,47 +321,66 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
     bad_block |= table[i] < 0 || table[i] >= p.num_blocks;
   }
   const float nan = __int_as_float(0x7fc00000);
-  const int64_t slot = (static_cast<int64_t>(t) * p.H + h) * p.max_splits + z;
   if (__syncthreads_or(bad_block) || !r.ok) {
-    if (split_cta) {  // a NaN partial: the merged row is NaN
-      if (tid == 0) p.part_ml[2 * slot] = p.part_ml[2 * slot + 1] = nan;
-      for (int d = tid; d < D; d += kThreads) p.part_acc[slot * D + d] = nan;
+    if (split_cta) {  // NaN partials: the merged rows are NaN
+      if (tid < nh) {
+        const int64_t slot = part_slot0 + int64_t{tid} * p.max_splits;
+        p.part_ml[2 * slot] = p.part_ml[2 * slot + 1] = nan;
+      }
+      for (int e = tid; e < nh * D; e += kThreads) {
+        const int j = e / D;
+        p.part_acc[(part_slot0 + int64_t{j} * p.max_splits) * D + (e - j * D)] = nan;
+      }
     } else {
-      for (int d = tid; d < D; d += kThreads) out[d] = from_f32<Act>(nan);
+      for (int e = tid; e < nh * D; e += kThreads) out[e] = from_f32<Act>(nan);
     }
     return;
   }
 
-  const Act* q = static_cast<const Act*>(p.q) + (static_cast<int64_t>(t) * p.H + h) * D;
-  for (int d = tid; d < D; d += kThreads) sh.q[d] = to_f32(q[d]);
+  // q rows of the slice -> shared (scaled; zero for the heads past nh) -> registers.
+  const Act* q = static_cast<const Act*>(p.q) + (static_cast<int64_t>(t) * p.H + h0) * D;
+  for (int e = tid; e < GH * D; e += kThreads) {
+    const int j = e / D;
+    sh.u.q[j][e - j * D] = j < nh ? to_f32(q[e]) * p.scale_log2 : 0.0f;
+  }
+  if (tid < GH) {
+    sh.run_m[tid] = -INFINITY;
+    sh.run_l[tid] = 0.0f;
+  }
+  for (int e = tid; e < nh * D; e += kThreads) sh.run_acc[e] = 0.0f;
   __syncthreads();
+  const int d0 = ((tid % kWarpSize) & (p.lpk - 1)) * kChunk;
+  float qr[GH][kChunk];
+#pragma unroll
+  for (int j = 0; j < GH; ++j) {
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) qr[j][i] = d0 + i < D ? sh.u.q[j][d0 + i] : 0.0f;
+  }
 
-  const int g = h / (p.H / p.KV);
-  float m, l, acc[kDimsPerThread];
-  if (plan.count == 1) {  // short row: the whole context, written directly
-    attend_keys<Cache>(p, table, g, 0, n_ctx, sh, m, l, acc);
-    store_row<Act>(out, D, l, acc);
-  } else if (split_cta) {  // one split of a long row: its partial
-    attend_keys<Cache>(p, table, g, k0, k1, sh, m, l, acc);
-    if (tid == 0) {
-      p.part_ml[2 * slot] = m;
-      p.part_ml[2 * slot + 1] = l;
+  const int64_t slot_stride = static_cast<int64_t>(p.KV) * D;
+  const KeyRows<Cache> rows{static_cast<const Cache*>(p.k_cache),
+                            static_cast<const Cache*>(p.v_cache),
+                            table,
+                            p.block_size,
+                            slot_stride * p.block_size,
+                            slot_stride,
+                            static_cast<int64_t>(g) * D,
+                            D,
+                            p.lpk};
+  // The ranges: split z alone, or all of the row's in order (one for a short row).
+  const int r0 = split_cta ? z : 0;
+  const int r1 = split_cta ? z + 1 : plan.count;
+  for (int i = r0; i < r1; ++i) {
+    const int s0 = i * plan.len;
+    GroupState<GH> st;
+    attend_range<Cache, GH, kVec>(rows, s0, s0 + min(plan.len, n_ctx - s0), qr, st);
+    merge_warp_groups(st, p.lpk);
+    range_partial(p, sh, st, nh, part_slot0);
+  }
+  if (!split_cta) {  // the walk's result: out = A / L (sh.run_l written before the last barrier)
+    for (int e = tid; e < nh * D; e += kThreads) {
+      out[e] = final_value<Act>(sh.run_acc[e], sh.run_l[e / D]);
     }
-#pragma unroll
-    for (int i = 0; i < kDimsPerThread; ++i) {
-      const int d = tid + i * kThreads;
-      if (d < D) p.part_acc[slot * D + d] = acc[i];
-    }
-  } else {  // a long row walked by one CTA: its splits in order, merged as they come
-    float M = -INFINITY, L = 0.0f, A[kDimsPerThread];
-#pragma unroll
-    for (int i = 0; i < kDimsPerThread; ++i) A[i] = 0.0f;
-    for (int i = 0; i < plan.count; ++i) {
-      const int s0 = i * plan.len;
-      attend_keys<Cache>(p, table, g, s0, s0 + min(plan.len, n_ctx - s0), sh, m, l, acc);
-      merge_partial(M, L, A, m, l, acc);
-    }
-    store_row<Act>(out, D, L, A);
   }
 }
 
@@ -361,20 +398,24 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(AttentionParams p) {
   if (plan.count == 1 || plan.count > p.max_splits) return;  // as attention_kernel decided
 
   const int64_t slot0 = (static_cast<int64_t>(t) * p.H + h) * p.max_splits;
-  float M = -INFINITY, L = 0.0f, A[kDimsPerThread];
+  float M = -INFINITY, L = 0.0f, A[kMergeDimsPerThread];
 #pragma unroll
-  for (int i = 0; i < kDimsPerThread; ++i) A[i] = 0.0f;
+  for (int i = 0; i < kMergeDimsPerThread; ++i) A[i] = 0.0f;
   for (int z = 0; z < plan.count; ++z) {
     const int64_t slot = slot0 + z;
-    float acc[kDimsPerThread];
+    const MergeFactors f = merge_partial(M, L, p.part_ml[2 * slot], p.part_ml[2 * slot + 1]);
 #pragma unroll
-    for (int i = 0; i < kDimsPerThread; ++i) {
+    for (int i = 0; i < kMergeDimsPerThread; ++i) {
       const int d = threadIdx.x + i * kThreads;
-      acc[i] = d < D ? p.part_acc[slot * D + d] : 0.0f;
+      if (d < D) A[i] = merge_value(A[i], p.part_acc[slot * D + d], f);
     }
-    merge_partial(M, L, A, p.part_ml[2 * slot], p.part_ml[2 * slot + 1], acc);
   }
-  store_row<Act>(static_cast<Act*>(p.out) + (static_cast<int64_t>(t) * p.H + h) * D, D, L, A);
+  Act* out = static_cast<Act*>(p.out) + (static_cast<int64_t>(t) * p.H + h) * D;
+#pragma unroll
+  for (int i = 0; i < kMergeDimsPerThread; ++i) {
+    const int d = threadIdx.x + i * kThreads;
+    if (d < D) out[d] = final_value<Act>(A[i], L);
+  }
 }
 
 // ---- split scratch -----------------------------------------------------------------------
@@ -434,8 +475,27 @@ int max_splits_for(int64_t max_keys) {
 // force either shape; both give the same bits.
 enum class Shape { kAuto, kSplitCtas, kWalk };
 
+template <typename Act, typename Cache, int GH>
+void launch_kernel(const AttentionParams& p, bool vec, dim3 grid, cudaStream_t stream) {
+  if (vec) {
+    attention_kernel<Act, Cache, GH, true><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    attention_kernel<Act, Cache, GH, false><<<grid, kThreads, 0, stream>>>(p);
+  }
+}
+
 template <typename Act, typename Cache>
 Status launch(const AttentionArgs& a, cudaStream_t stream, Shape shape) {
+  const int64_t T = a.q.shape[0], H = a.q.shape[1], D = a.q.shape[2];
+  const int64_t KV = a.k_cache.shape[2], G = H / KV;
+  const int64_t slices = (G - 1) / kMaxGroupHeads + 1;
+  const int64_t slice_heads = (G - 1) / slices + 1;  // <= kMaxGroupHeads
+  int lpk = 1;
+  while (lpk * kChunk < D) lpk *= 2;  // D <= 256: lpk <= 32
+  // 16-byte loads need every row 16-byte aligned: rows start at multiples of D elements.
+  const bool vec = (D * static_cast<int64_t>(sizeof(Cache))) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(a.k_cache.data) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(a.v_cache.data) % 16 == 0;
   AttentionParams p{a.q.data,
                     a.k_cache.data,
                     a.v_cache.data,
@@ -444,17 +504,20 @@ Status launch(const AttentionArgs& a, cudaStream_t stream, Shape shape) {
                     a.query_start.as<const int32_t>(),
                     a.out.data,
                     static_cast<int>(a.seq_lens.shape[0]),
-                    static_cast<int>(a.q.shape[1]),
-                    static_cast<int>(a.k_cache.shape[2]),
-                    static_cast<int>(a.q.shape[2]),
+                    static_cast<int>(H),
+                    static_cast<int>(KV),
+                    static_cast<int>(D),
                     static_cast<int>(a.k_cache.shape[1]),
                     static_cast<int>(a.block_tables.shape[1]),
                     static_cast<int>(a.k_cache.shape[0]),
-                    a.scale,
+                    static_cast<int>(G),
+                    static_cast<int>(slices),
+                    static_cast<int>(slice_heads),
+                    lpk,
+                    a.scale * kLog2e,
                     /*part_ml=*/nullptr,
                     /*part_acc=*/nullptr,
                     /*max_splits=*/1};
-  const int64_t T = a.q.shape[0], H = a.q.shape[1], D = a.q.shape[2];
   // Both factors are < 2^31 (check_args), so the product fits.
   const int max_splits = max_splits_for(a.block_tables.shape[1] * a.k_cache.shape[1]);
   if (max_splits > 1 && shape != Shape::kWalk) {
@@ -475,9 +538,16 @@ Status launch(const AttentionArgs& a, cudaStream_t stream, Shape shape) {
                                 std::to_string(kScratchBytes) + " bytes) is too small or missing");
     }
   }
-  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(H),
+  // KV * slices <= H <= 65535 (check_args): within the grid's y limit.
+  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(KV * slices),
                   static_cast<unsigned>(p.max_splits));
-  attention_kernel<Act, Cache><<<grid, kThreads, 0, stream>>>(p);
+  switch (slice_heads) {
+    case 1: launch_kernel<Act, Cache, 1>(p, vec, grid, stream); break;
+    case 2: launch_kernel<Act, Cache, 2>(p, vec, grid, stream); break;
+    case 3:
+    case 4: launch_kernel<Act, Cache, 4>(p, vec, grid, stream); break;
+    default: launch_kernel<Act, Cache, 8>(p, vec, grid, stream); break;
+  }
   PAGODA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   if (p.part_ml != nullptr) {
     merge_kernel<Act>

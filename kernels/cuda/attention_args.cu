@@ -14,7 +14,7 @@ namespace pagoda::cuda {
 namespace {
 
 constexpr int kMaxHeadDim = kAttentionMaxHeadDim;
-constexpr int64_t kMaxGridY = 65535;  // the grid's y dimension holds the heads
+constexpr int64_t kMaxGridY = 65535;  // grid y: n_heads (merge), n_kv_heads x slices <= n_heads
 
 Status arg_error(const char* arg, const std::string& what) {
   return InvalidArgument(std::string("attention: ") + arg + " " + what);

@@ -25,7 +25,8 @@ Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);     // atten
 Status check_attention_args(const AttentionArgs& a);  // attention_args.cu (host-side checks)
 inline constexpr int kAttentionMaxHeadDim = 256;      // attention.cu keeps dims in registers
 // attention.cu, for tests: the launch shape forced (split CTAs + merge, or one CTA per (row,
-// head) walking a long row's splits; both give the same bits), and the split count of n keys.
+// kv head, slice of its query heads) walking a long row's splits; both give the same bits),
+// and the split count of n keys.
 Status attention_cuda_for_test(const AttentionArgs& a, cudaStream_t stream, bool split_ctas);
 int attention_num_splits(int n_keys);
 // cuBLASLt GEMM; keeps its handle and workspace per device (created on first use).

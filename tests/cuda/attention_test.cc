@@ -4,6 +4,10 @@
 // contexts up to 1000 positions; f32 and bf16 activations over f32/f16/bf16 caches; outputs
 // poisoned and cache slots outside every context set to NaN. Plus batch invariance, out == q,
 // and argument checks (those also run without a device, on fake pointers).
+// Query-head groups (one CTA per kv head and slice of up to 8 of its query heads): GQA 3, 5, 6,
+// 9, 12, 16 and 32 (padded slices, several slices per kv head), head dims whose rows leave
+// lanes idle (40, 72) or fill half a chunk (4 and 12 in f32), caches at a misaligned address
+// (element loads instead of 16-byte loads: the same bits), and the llama3-8b decode shape.
 // Split-K (rows with more than 512 keys): contexts of 513 to 4100 keys, decode rows and prefill
 // chunks whose rows cross the threshold, both launch shapes (split CTAs + merge, and one CTA
 // walking the splits) against the CPU and against each other bit for bit, a long row alone and
@@ -126,13 +130,17 @@ std::vector<float> as_float(const std::vector<int32_t>& v) {
 // How gpu_attention launches: attention_cuda's own choice, or a forced shape.
 enum class Shape { kAuto, kSplitCtas, kWalk };
 
-// The device's answer; out_is_q runs it in place (out == q).
+// The device's answer; out_is_q runs it in place (out == q); cache_offset starts the caches that
+// many elements into their allocations (1: not 16-byte aligned, so element loads).
 std::vector<float> gpu_attention(Backend& backend, const Batch& b, DType act, DType cache,
-                                 float scale, bool out_is_q = false, Shape shape = Shape::kAuto) {
+                                 float scale, bool out_is_q = false, Shape shape = Shape::kAuto,
+                                 size_t cache_offset = 0) {
   const int64_t B = static_cast<int64_t>(b.seq_lens.size());
   DeviceTensor q = upload(backend, b.q, act, {b.T, b.H, b.D});
-  DeviceTensor k = upload(backend, b.k_cache, cache, {b.num_blocks, b.block_size, b.KV, b.D});
-  DeviceTensor v = upload(backend, b.v_cache, cache, {b.num_blocks, b.block_size, b.KV, b.D});
+  DeviceTensor k =
+      upload(backend, b.k_cache, cache, {b.num_blocks, b.block_size, b.KV, b.D}, cache_offset);
+  DeviceTensor v =
+      upload(backend, b.v_cache, cache, {b.num_blocks, b.block_size, b.KV, b.D}, cache_offset);
   DeviceTensor tables = upload(backend, as_float(b.tables), DType::kI32, {B, b.max_blocks});
   DeviceTensor seq_lens = upload(backend, as_float(b.seq_lens), DType::kI32, {B});
   DeviceTensor qs = upload(backend, as_float(b.query_start), DType::kI32, {B + 1});
@@ -262,6 +270,97 @@ TEST(CudaAttention, BatchInvariantAndInPlace) {
                    rows_of(full, batched, 2), "sequence 2 alone");
 }
 
+// ---- query-head groups, head dims and alignment ------------------------------------------------
+
+// n_heads, n_kv_heads
+using GroupParam = std::tuple<int64_t, int64_t>;
+
+class CudaAttentionGroupTest : public ::testing::TestWithParam<GroupParam> {};
+
+// GQA ratios that pad a slice (3 -> 4 heads, 5 and 6 -> 8), that need several slices per kv head
+// (9: 5 + 4, 12: 6 + 6, 16: 8 + 8, 32: 4 x 8), against the CPU for head_dim 64 and 128, f32 and
+// bf16, and in place (out == q); then a long-context batch in both launch shapes, bit for bit.
+TEST_P(CudaAttentionGroupTest, MatchesCpu) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  const auto [H, KV] = GetParam();
+  std::mt19937 rng(static_cast<uint32_t>(100 * H + KV));
+  for (const int64_t D : {64, 128}) {
+    for (const DType t : {DType::kF32, DType::kBF16}) {
+      const Batch b = make_batch(kMixedBatch, H, KV, D, 16, t, t, rng);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+      const std::string what = "H " + std::to_string(H) + " KV " + std::to_string(KV) + " hd " +
+                               std::to_string(D) + " " + dtype_name(t);
+      const std::vector<float> got = gpu_attention(*backend, b, t, t, scale);
+      expect_close(got, cpu_attention(b, t, scale), t, what);
+      expect_same_bits(gpu_attention(*backend, b, t, t, scale, /*out_is_q=*/true), got,
+                       what + " out == q");
+    }
+  }
+  const DType t = DType::kBF16;
+  const Batch b = make_batch({{1500, 1}, {530, 40}, {37, 1}}, H, KV, 128, 16, t, t, rng);
+  const std::vector<float> split =
+      gpu_attention(*backend, b, t, t, 0.088f, false, Shape::kSplitCtas);
+  expect_close(split, cpu_attention(b, t, 0.088f), t, "long rows");
+  expect_same_bits(gpu_attention(*backend, b, t, t, 0.088f, false, Shape::kWalk), split,
+                   "long rows, walk vs split CTAs");
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, CudaAttentionGroupTest,
+                         ::testing::Values(GroupParam{6, 2}, GroupParam{5, 1}, GroupParam{12, 2},
+                                           GroupParam{9, 1}, GroupParam{24, 2}, GroupParam{32, 2},
+                                           GroupParam{32, 1}),
+                         [](const auto& info) {
+                           std::string name = "h";
+                           name += std::to_string(std::get<0>(info.param));
+                           name += "_kv";
+                           name += std::to_string(std::get<1>(info.param));
+                           return name;
+                         });
+
+// Head dims whose rows leave lanes of a key row idle (40: 5 of 8 lanes, 72: 9 of 16) or end in
+// the middle of an f32 chunk (4, 12), on every cache dtype; then each with the caches one
+// element off 16-byte alignment (element loads), which must give the same bits.
+TEST(CudaAttention, OddHeadDimsAndMisalignedCaches) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  std::mt19937 rng(41);
+  for (const int64_t D : {40, 72, 4, 12}) {
+    for (const DType cache : {DType::kF32, DType::kF16, DType::kBF16}) {
+      for (const DType act : {DType::kF32, DType::kBF16}) {
+        const Batch b = make_batch(kMixedBatch, 4, 2, D, 16, act, cache, rng);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+        const std::string what =
+            "head_dim " + std::to_string(D) + " " + dtype_name(act) + " cache " + dtype_name(cache);
+        const std::vector<float> aligned = gpu_attention(*backend, b, act, cache, scale);
+        expect_close(aligned, cpu_attention(b, cache, scale), act, what);
+        expect_same_bits(
+            gpu_attention(*backend, b, act, cache, scale, false, Shape::kAuto, /*cache_offset=*/1),
+            aligned, what + " misaligned caches");
+      }
+    }
+  }
+}
+
+// The llama3-8b decode shape (32 query heads, 8 kv heads, head_dim 128, bf16, blocks of 16):
+// 16 decode rows at 1024 keys (2 splits) and one at 4096 (8 splits), against the CPU, in both
+// launch shapes bit for bit, and with misaligned caches.
+TEST(CudaAttention, Llama3DecodeShape) {
+  PAGODA_CUDA_BACKEND_OR_SKIP(backend);
+  std::mt19937 rng(8);
+  const DType t = DType::kBF16;
+  std::vector<Seq> seqs(16, Seq{1024, 1});
+  seqs.push_back({4096, 1});
+  const Batch b = make_batch(seqs, 32, 8, 128, 16, t, t, rng);
+  const float scale = 1.0f / std::sqrt(128.0f);
+  const std::vector<float> split =
+      gpu_attention(*backend, b, t, t, scale, false, Shape::kSplitCtas);
+  expect_close(split, cpu_attention(b, t, scale), t, "llama3-8b decode");
+  expect_same_bits(gpu_attention(*backend, b, t, t, scale, false, Shape::kWalk), split,
+                   "llama3-8b decode, walk vs split CTAs");
+  expect_same_bits(gpu_attention(*backend, b, t, t, scale), split, "automatic shape");
+  expect_same_bits(gpu_attention(*backend, b, t, t, scale, false, Shape::kWalk, 1), split,
+                   "misaligned caches (element loads), walk vs split CTAs");
+}
+
 // ---- split-K: rows with more than 512 keys ----------------------------------------------------
 
 // The split rule (a function of the row's length alone): one split up to 512 keys, then 2 to
@@ -349,7 +448,7 @@ TEST(CudaAttentionLong, LargeAndOddHeadDims) {
 
 // A long decode row gives the same bits alone (split CTAs), in a small batch (split CTAs) and
 // in a batch with a 1024-row prefill (whose partials would not fit the 32 MiB scratch, so the
-// launch walks the splits in one CTA per (row, head)).
+// launch walks the splits in one CTA per (row, kv head)).
 TEST(CudaAttentionLong, BatchInvariant) {
   PAGODA_CUDA_BACKEND_OR_SKIP(backend);
   std::mt19937 rng(77);
@@ -392,28 +491,32 @@ TEST(CudaAttentionLong, BatchInvariant) {
 }
 
 // A block id outside the cache in one split of a long row (and in a short row) makes those rows
-// NaN in both shapes, without reading the bad block; the other rows are unaffected.
+// NaN (every head, in every slice of a group) in both shapes, without reading the bad block; the
+// other rows are unaffected.
 TEST(CudaAttentionLong, BadBlockIdGivesNaNRows) {
   PAGODA_CUDA_BACKEND_OR_SKIP(backend);
   std::mt19937 rng(5);
   const DType t = DType::kF32;
   const std::vector<Seq> seqs = {{4100, 1}, {300, 2}, {1500, 1}, {530, 40}};
-  const Batch good = make_batch(seqs, 4, 2, 64, 16, t, t, rng);
-  const std::vector<float> want = cpu_attention(good, t, 0.125f);
-  Batch bad = good;
-  bad.tables[0 * bad.max_blocks + 200] = static_cast<int32_t>(bad.num_blocks + 3);  // split 6
-  bad.tables[1 * bad.max_blocks + 0] = -7;
-  for (const Shape shape : {Shape::kSplitCtas, Shape::kWalk}) {
-    const std::string what = shape == Shape::kWalk ? "walk" : "split CTAs";
-    const std::vector<float> got = gpu_attention(*backend, bad, t, t, 0.125f, false, shape);
-    for (const size_t i : {size_t{0}, size_t{1}}) {
-      for (const float v : rows_of(bad, got, i)) {
-        ASSERT_TRUE(std::isnan(v)) << what << ": sequence " << i << " got " << v;
+  for (const auto& [H, KV] : std::vector<std::pair<int64_t, int64_t>>{{4, 2}, {24, 2}}) {
+    const Batch good = make_batch(seqs, H, KV, 64, 16, t, t, rng);
+    const std::vector<float> want = cpu_attention(good, t, 0.125f);
+    Batch bad = good;
+    bad.tables[0 * bad.max_blocks + 200] = static_cast<int32_t>(bad.num_blocks + 3);  // split 6
+    bad.tables[1 * bad.max_blocks + 0] = -7;
+    for (const Shape shape : {Shape::kSplitCtas, Shape::kWalk}) {
+      const std::string what =
+          std::string(shape == Shape::kWalk ? "walk" : "split CTAs") + " H " + std::to_string(H);
+      const std::vector<float> got = gpu_attention(*backend, bad, t, t, 0.125f, false, shape);
+      for (const size_t i : {size_t{0}, size_t{1}}) {
+        for (const float v : rows_of(bad, got, i)) {
+          ASSERT_TRUE(std::isnan(v)) << what << ": sequence " << i << " got " << v;
+        }
       }
-    }
-    for (const size_t i : {size_t{2}, size_t{3}}) {
-      expect_close(rows_of(bad, got, i), rows_of(good, want, i), t,
-                   what + ": sequence " + std::to_string(i));
+      for (const size_t i : {size_t{2}, size_t{3}}) {
+        expect_close(rows_of(bad, got, i), rows_of(good, want, i), t,
+                     what + ": sequence " + std::to_string(i));
+      }
     }
   }
 }
