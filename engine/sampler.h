@@ -11,20 +11,30 @@
 
 #include "engine/request.h"
 #include "engine/sampling_params.h"
+#include "kernels/cpu/sample.h"
+#include "kernels/ops.h"
 
 namespace pagoda {
 
 // Philox-4x32-10 (Salmon et al., SC'11; Random123's philox4x32 with 10 rounds).
 std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key);
 
-// A uniform float in [0, 1) from (seed, counter): Philox-4x32-10 with key {seed low 32 bits,
-// seed high 32 bits} and counter {counter low, counter high, 0, 0}; the top 24 bits of the
-// first output word, times 2^-24.
+// A uniform float in [0, 1) from (seed, counter): kernels/sample_math.h's counter_uniform
+// (Philox-4x32-10 with key {seed low 32 bits, seed high 32 bits} and counter {counter low,
+// counter high, 0, 0}; the top 24 bits of the first output word, times 2^-24).
 float counter_uniform(uint64_t seed, uint64_t counter);
 
-// Sampler::sample, in order (engine/sampler.cc has the details):
+// The sample op's row parameters (kernels/ops.h) for a request: its params, RNG key and the
+// position of the token being sampled (the counter).
+SampleRowParams sample_row_params(const SamplingParams& params, uint64_t seed, int64_t position);
+
+// Whether sampling with these params reads the prompt / output tokens (any penalty on).
+bool has_penalties(const SamplingParams& params);
+
+// Sampler::sample, in order (kernels/cpu/sample.cc has the details; the sample op of every
+// backend follows the same rule, kernels/ops.h SampleArgs):
 //   1. penalties: repetition (HF: a seen logit l becomes l / p if l > 0, else l * p; seen = in
-//      prompt or output), then presence/frequency (OpenAI: l -= frequency * count + presence
+//      prompt or output), then presence/frequency (OpenAI: l -= fma(frequency, count, presence)
 //      for each token that occurs count > 0 times in the output);
 //   2. temperature == 0 or top_k == 1: argmax, lowest id on ties;
 //   3. otherwise top-k on the logits, softmax at the temperature, top-p (smallest set with
@@ -49,11 +59,17 @@ class Sampler {
   // (-log(vocab) each). token must be in [0, vocab); num_top >= 0.
   TokenLogprobs logprobs(std::span<const float> logits, int token, int num_top);
 
+  // The sample op's penalty table for one row: each distinct id of prompt_ids and output_ids in
+  // [0, vocab), in order of first appearance, appended to ids, and its count in output_ids
+  // appended to counts. Appends nothing when has_penalties(params) is false.
+  void penalty_table(const SamplingParams& params, std::span<const int> prompt_ids,
+                     std::span<const int> output_ids, int vocab, std::vector<int32_t>* ids,
+                     std::vector<int32_t>* counts);
+
  private:
-  std::vector<float> scratch_;                     // penalized logits; logprobs: exponentials
-  std::vector<std::pair<float, int>> candidates_;  // (logit, then probability; id)
-  std::vector<std::pair<float, int>> bucket_;      // candidates of one radix bucket
-  std::vector<int> counts_;  // per-token counts for the penalties; all zero between calls
+  cpu::SampleScratch scratch_;
+  std::vector<int32_t> table_ids_, table_counts_;  // one row's penalty table
+  std::vector<int32_t> counts_;  // per-token, while building a table; all zero between calls
 };
 
 }  // namespace pagoda

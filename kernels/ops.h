@@ -112,6 +112,46 @@ struct ArgmaxArgs {
   TensorView out;     // [R] i32
 };
 
+// How one row of the sample op picks its token: the engine's SamplingParams of the request,
+// with the RNG key and counter. Passed bit for bit as kSampleRowWords i32 words per row.
+struct SampleRowParams {
+  float temperature = 0.0f;                   // <= 0 (or NaN): greedy
+  int32_t top_k = 0;                          // <= 0 or >= vocab: off; 1: greedy
+  float top_p = 1.0f;                         // >= 1: off
+  float min_p = 0.0f;                         // <= 0: off
+  float repetition_penalty = 1.0f;            // 1, or not positive and finite: off
+  float presence_penalty = 0.0f;              // 0, or not finite: off
+  float frequency_penalty = 0.0f;             // 0, or not finite: off
+  uint32_t seed_lo = 0, seed_hi = 0;          // RNG key
+  uint32_t position_lo = 0, position_hi = 0;  // RNG counter: the position being sampled
+  uint32_t reserved = 0;
+};
+inline constexpr int kSampleRowWords = 12;
+static_assert(sizeof(SampleRowParams) == kSampleRowWords * sizeof(int32_t));
+
+// out[r] = the token drawn from logits[r] by params[r], exactly the engine's sampler rule
+// (engine/sampler.h has the steps; kernels/cpu/sample.cc is the reference):
+//   1. penalties on the row's penalized tokens: repetition (HF: l > 0 ? l / p : l * p) on each,
+//      then l -= fma(frequency, count, presence) on those with output count > 0;
+//   2. greedy (temperature <= 0, top_k == 1, or a max logit that is not finite): argmax, lowest
+//      id on ties;
+//   3. top-k on the logits, softmax at the temperature (the top token's weight is exactly 1),
+//      top-p (smallest prefix in descending probability, ties by ascending id, whose mass
+//      reaches top_p), min-p (drop p < min_p), then the inverse-CDF draw of
+//      u = counter_uniform(seed, position) (kernels/sample_math.h) in that order.
+// NaN logits count as -inf. Sums are in double; a device may group them differently, which can
+// change a draw only when u * total or top_p * total lies within double rounding of the mass
+// before a token (never seen in the tests; the greedy path and steps 1, 2 are exact).
+// Each row's penalized tokens must be distinct (the CPU checks; a device applies a repeat twice).
+struct SampleArgs {
+  TensorView logits;          // [R, vocab] f32; overwritten (the op's scratch)
+  TensorView params;          // [R, kSampleRowWords] i32: row r's SampleRowParams
+  TensorView penalty_start;   // [R + 1] i32: row r's penalized tokens are entries [s[r], s[r+1])
+  TensorView penalty_ids;     // [P] i32: ids in [0, vocab), distinct within a row
+  TensorView penalty_counts;  // [P] i32 >= 0: occurrences in the output (0: in the prompt only)
+  TensorView out;             // [R] i32
+};
+
 // Owning handle to backend memory; frees through the backend that made it.
 class DeviceBuffer {
  public:
@@ -174,6 +214,7 @@ class Backend {
   virtual Status attention(const AttentionArgs& a) = 0;
   virtual Status gather_rows(const GatherRowsArgs& a) = 0;
   virtual Status argmax(const ArgmaxArgs& a) = 0;
+  virtual Status sample(const SampleArgs& a) = 0;
 
   // Step graphs (CUDA graphs on a GPU): the ops queued between begin_capture() and
   // end_capture(key) are recorded, not run, as graph `key` (replacing any graph of that key);

@@ -74,6 +74,7 @@ class CpuBackend final : public Backend {
   Status attention(const AttentionArgs& a) override { return cpu::attention(pool_, a); }
   Status gather_rows(const GatherRowsArgs& a) override { return cpu::gather_rows(pool_, a); }
   Status argmax(const ArgmaxArgs& a) override { return cpu::argmax(pool_, a); }
+  Status sample(const SampleArgs& a) override { return cpu::sample(pool_, a); }
 
  private:
   static Status copy(const char* op, void* dst, const void* src, size_t bytes) {

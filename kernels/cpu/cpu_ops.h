@@ -26,6 +26,7 @@ Status kv_write(ThreadPool& pool, const KvWriteArgs& a);
 Status attention(ThreadPool& pool, const AttentionArgs& a);
 Status gather_rows(ThreadPool& pool, const GatherRowsArgs& a);
 Status argmax(ThreadPool& pool, const ArgmaxArgs& a);
+Status sample(ThreadPool& pool, const SampleArgs& a);
 
 // ---- argument checks -----------------------------------------------------------------------
 

@@ -80,6 +80,7 @@ class CudaBackend final : public Backend {
   Status attention(const AttentionArgs& a) override { return run(cuda::attention_cuda, a); }
   Status gather_rows(const GatherRowsArgs& a) override { return run(cuda::gather_rows_cuda, a); }
   Status argmax(const ArgmaxArgs& a) override { return run(cuda::argmax_cuda, a); }
+  Status sample(const SampleArgs& a) override { return run(cuda::sample_cuda, a); }
 
   // CUDA graphs. Thread-local capture mode: another thread's CUDA calls (a second backend, a
   // copy elsewhere in the process) neither join nor invalidate this capture.

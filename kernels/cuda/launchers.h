@@ -21,6 +21,7 @@ Status add_cuda(const AddArgs& a, cudaStream_t stream);                 // swigl
 Status kv_write_cuda(const KvWriteArgs& a, cudaStream_t stream);        // kv_write.cu
 Status gather_rows_cuda(const GatherRowsArgs& a, cudaStream_t stream);  // gather_rows.cu
 Status argmax_cuda(const ArgmaxArgs& a, cudaStream_t stream);           // argmax.cu
+Status sample_cuda(const SampleArgs& a, cudaStream_t stream);           // sample.cu
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);     // attention.cu
 Status check_attention_args(const AttentionArgs& a);  // attention_args.cu (host-side checks)
 inline constexpr int kAttentionMaxHeadDim = 256;      // attention.cu keeps dims in registers

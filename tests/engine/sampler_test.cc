@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/sampling_params.h"
+#include "kernels/cpu/cpu_backend.h"
 
 namespace pagoda {
 namespace {
@@ -291,6 +292,80 @@ TEST(Sampler, PenaltiesLeaveNoStateBehind) {
     Sampler fresh;
     EXPECT_EQ(sample(reused, logits, plain, pos), sample(fresh, logits, plain, pos));
   }
+}
+
+TEST(Sampler, PenaltyTableListsEachSeenTokenOnceWithItsOutputCount) {
+  Sampler s;
+  SamplingParams p;
+  std::vector<int32_t> ids = {99}, counts = {42};  // appended to, not replaced
+  s.penalty_table(p, {{3, 1, 3}}, {{1, 7, 1, 1, -2, 50}}, 10, &ids, &counts);
+  EXPECT_TRUE(ids.size() == 1 && counts.size() == 1) << "no penalty on: no table";
+  p.frequency_penalty = 0.1f;
+  s.penalty_table(p, std::vector<int>{3, 1, 3}, std::vector<int>{1, 7, 1, 1, -2, 50}, 10, &ids,
+                  &counts);
+  EXPECT_EQ(ids, (std::vector<int32_t>{99, 3, 1, 7}));  // first appearance; bad ids dropped
+  EXPECT_EQ(counts, (std::vector<int32_t>{42, 0, 3, 1}));
+  // No state left behind: the same call again gives the same rows.
+  ids.clear();
+  counts.clear();
+  s.penalty_table(p, std::vector<int>{3, 1, 3}, std::vector<int>{1, 7, 1, 1, -2, 50}, 10, &ids,
+                  &counts);
+  EXPECT_EQ(ids, (std::vector<int32_t>{3, 1, 7}));
+  EXPECT_EQ(counts, (std::vector<int32_t>{0, 3, 1}));
+}
+
+// The engine hands rows without logprobs to the backend's sample op: the op, given
+// sample_row_params and penalty_table, must pick what Sampler::sample picks.
+TEST(Sampler, TheCpuSampleOpPicksTheSameTokens) {
+  auto cpu = make_cpu_backend(2);
+  std::mt19937 rng(8);
+  const int vocab = 3000;
+  std::vector<float> logits;
+  std::vector<SampleRowParams> rows;
+  std::vector<int32_t> start = {0}, ids, counts, want;
+  Sampler s;
+  for (int r = 0; r < 40; ++r) {
+    const auto row = random_logits(vocab, 100 + r, 2.0f);
+    logits.insert(logits.end(), row.begin(), row.end());
+    SamplingParams p = params_with(r % 5 == 0 ? 0.0f : 0.5f + 0.1f * (r % 7));
+    p.top_k = r % 3 == 0 ? 30 : 0;
+    p.top_p = r % 4 == 0 ? 0.85f : 1.0f;
+    p.min_p = r % 6 == 0 ? 0.03f : 0.0f;
+    if (r % 2 == 0) {
+      p.repetition_penalty = 1.2f;
+      p.presence_penalty = 0.3f;
+      p.frequency_penalty = 0.2f;
+    }
+    std::vector<int> prompt, output;
+    for (int i = 0; i < 20; ++i) prompt.push_back(static_cast<int>(rng() % 50));
+    for (int i = 0; i < 15; ++i) output.push_back(static_cast<int>(rng() % 50));
+    const uint64_t seed = rng();
+    const int64_t position = 35 + r;
+    want.push_back(s.sample(row, p, prompt, output, seed, position));
+    rows.push_back(sample_row_params(p, seed, position));
+    s.penalty_table(p, prompt, output, vocab, &ids, &counts);
+    start.push_back(static_cast<int32_t>(ids.size()));
+  }
+  const int64_t R = static_cast<int64_t>(rows.size()), P = static_cast<int64_t>(ids.size());
+  std::vector<int32_t> got(R, -1);
+  const Status st = cpu->sample(
+      {TensorView(logits.data(), DType::kF32, {R, vocab}),
+       TensorView(rows.data(), DType::kI32, {R, kSampleRowWords}),
+       TensorView(start.data(), DType::kI32, {R + 1}), TensorView(ids.data(), DType::kI32, {P}),
+       TensorView(counts.data(), DType::kI32, {P}), TensorView(got.data(), DType::kI32, {R})});
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  EXPECT_EQ(got, want);
+  // The penalties decided some rows: without them, some tokens differ.
+  std::vector<int32_t> bare(R, -1);
+  std::vector<int32_t> no_start(R + 1, 0);
+  ASSERT_TRUE(cpu->sample({TensorView(logits.data(), DType::kF32, {R, vocab}),
+                           TensorView(rows.data(), DType::kI32, {R, kSampleRowWords}),
+                           TensorView(no_start.data(), DType::kI32, {R + 1}),
+                           TensorView(ids.data(), DType::kI32, {0}),
+                           TensorView(counts.data(), DType::kI32, {0}),
+                           TensorView(bare.data(), DType::kI32, {R})})
+                  .ok());
+  EXPECT_NE(bare, want);
 }
 
 TEST(Sampler, MaskedAndNaNLogitsAreNeverDrawn) {

@@ -55,6 +55,7 @@ class RecordingBackend final : public Backend {
   Status attention(const AttentionArgs& a) override { return op(&Backend::attention, a); }
   Status gather_rows(const GatherRowsArgs& a) override { return op(&Backend::gather_rows, a); }
   Status argmax(const ArgmaxArgs& a) override { return op(&Backend::argmax, a); }
+  Status sample(const SampleArgs& a) override { return op(&Backend::sample, a); }
 
   bool supports_graphs() const override { return true; }
   Status begin_capture() override {
