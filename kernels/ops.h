@@ -61,10 +61,14 @@ struct RopeArgs {
 };
 
 // out[t, j] = silu(gate[t, j]) * up[t, j], silu(x) = x / (1 + exp(-x)).
+// Two forms: separate gate and up (gate_up empty), or the fused form on the output of one
+// [gate; up] GEMM (gate and up empty): gate[t, j] = gate_up[t, j], up[t, j] = gate_up[t, H + j].
+// Both give the same bits for the same values.
 struct SwigluArgs {
-  TensorView gate;  // [T, H], activation dtype
-  TensorView up;    // [T, H], activation dtype
-  TensorView out;   // [T, H], activation dtype; may alias gate or up
+  TensorView gate;          // [T, H], activation dtype; empty in the fused form
+  TensorView up;            // [T, H], activation dtype; empty in the fused form
+  TensorView out;           // [T, H], activation dtype; may alias gate or up, not gate_up
+  TensorView gate_up = {};  // [T, 2H], activation dtype: the fused form; may be empty
 };
 
 // a[i] += b[i]
@@ -79,6 +83,26 @@ struct KvWriteArgs {
   TensorView k;             // [T, n_kv_heads, head_dim], activation dtype
   TensorView v;             // [T, n_kv_heads, head_dim], activation dtype
   TensorView slot_mapping;  // [T] i32
+  TensorView k_cache;       // [num_blocks, block_size, n_kv_heads, head_dim], cache dtype
+  TensorView v_cache;       // [num_blocks, block_size, n_kv_heads, head_dim], cache dtype
+};
+
+// RoPE and the KV write fused, on the output of one [q; k; v] GEMM: per token t, qkv[t] holds
+// n_heads q heads, then n_kv_heads k heads, then n_kv_heads v heads, each head_dim wide.
+//   q_out[t, h]                        = rope(q head h)                     (all t)
+//   k_cache[slot / bs, slot % bs, h]   = cache(act(rope(k head h)))        (slot >= 0)
+//   v_cache[slot / bs, slot % bs, h]   = cache(v head h)                   (slot >= 0)
+// with slot = slot_mapping[t] (negative: padding, no K/V written), rope as in RopeArgs (same
+// f32 math) and act()/cache() the roundings to the activation/cache dtypes: bit for bit what
+// rope followed by kv_write gives on the same values. q_out is a separate buffer (the q heads
+// are strided inside qkv; compacting them in place would race between tokens); it must not
+// overlap qkv or the caches. Slots of one call must be distinct.
+struct RopeKvWriteArgs {
+  TensorView qkv;           // [T, (n_heads + 2 * n_kv_heads) * head_dim], activation dtype
+  TensorView positions;     // [T] i32, >= 0
+  TensorView inv_freq;      // [head_dim / 2] f32
+  TensorView slot_mapping;  // [T] i32; negative = padding
+  TensorView q_out;         // [T, n_heads, head_dim], activation dtype
   TensorView k_cache;       // [num_blocks, block_size, n_kv_heads, head_dim], cache dtype
   TensorView v_cache;       // [num_blocks, block_size, n_kv_heads, head_dim], cache dtype
 };
@@ -211,6 +235,7 @@ class Backend {
   virtual Status swiglu(const SwigluArgs& a) = 0;
   virtual Status add(const AddArgs& a) = 0;
   virtual Status kv_write(const KvWriteArgs& a) = 0;
+  virtual Status rope_kv_write(const RopeKvWriteArgs& a) = 0;
   virtual Status attention(const AttentionArgs& a) = 0;
   virtual Status gather_rows(const GatherRowsArgs& a) = 0;
   virtual Status argmax(const ArgmaxArgs& a) = 0;

@@ -89,7 +89,8 @@ Status LlamaModel::forward_decode_graph(const ForwardBatch& batch, KvCache& cach
   if (std::find(g.captured.begin(), g.captured.end(), bucket) != g.captured.end()) {
     PAGODA_RETURN_IF_ERROR(backend_->replay_graph(bucket));
     ++g.stats.replays;
-    return copy_outputs(batch.num_logit_rows, real_rows, logits, argmax_ids);
+    if (argmax_ids != nullptr) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
+    return copy_outputs(batch, real_rows, logits, argmax_ids);
   }
   // First step of this bucket: run it eagerly (its results are this step's, and every lazy
   // setup of the ops happens outside the capture), then record the same work as the graph.
@@ -107,7 +108,9 @@ Status LlamaModel::forward_decode_graph(const ForwardBatch& batch, KvCache& cach
     g.failed.push_back(bucket);  // stays eager: correct, only slower
     ++g.stats.failures;
   }
-  return copy_outputs(batch.num_logit_rows, real_rows, logits, argmax_ids);
+  // Sampling stays out of the graph: its penalty tables change size every step.
+  if (argmax_ids != nullptr) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
+  return copy_outputs(batch, real_rows, logits, argmax_ids);
 }
 
 }  // namespace pagoda

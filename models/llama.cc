@@ -1,5 +1,6 @@
 #include "models/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -42,6 +43,17 @@ Status ForwardBatch::validate(int block_size, int num_blocks) const {
   }
   for (int32_t r : sample_rows)
     if (r < 0 || r >= static_cast<int32_t>(t)) return field_error("sample_rows", "out of range");
+  if (!sample_params.empty()) {
+    const size_t rows = sample_rows.size(), L = num_logit_rows < 0 ? rows : num_logit_rows;
+    if (L > rows || sample_params.size() != rows - L)
+      return field_error("sample_params",
+                         "must have one entry per sample row after the logit rows");
+    if (!penalty_start.empty() && penalty_start.size() != sample_params.size() + 1)
+      return field_error("penalty_start", "must have one entry per sampled row, plus one");
+    const size_t P = penalty_start.empty() ? 0 : static_cast<size_t>(penalty_start.back());
+    if (penalty_ids.size() != P || penalty_counts.size() != P)
+      return field_error("penalty_ids", "and penalty_counts must have penalty_start's last entry");
+  }
   return OkStatus();
 }
 
@@ -59,6 +71,35 @@ TensorView convert_tensor(const TensorView& src, DType to, HostBuffer* storage) 
 StatusOr<TensorView> LlamaModel::place(const LoadedModel& loaded, const std::string& name,
                                        std::initializer_list<int64_t> shape) {
   PAGODA_ASSIGN_OR_RETURN(TensorView host, loaded.weights.get(name, shape));
+  return place_host(host);
+}
+
+StatusOr<TensorView> LlamaModel::place_fused(
+    const LoadedModel& loaded, const std::string& fused,
+    const std::vector<std::pair<std::string, int64_t>>& parts, int64_t cols) {
+  int64_t rows = 0;
+  for (const auto& part : parts) rows += part.second;
+  if (loaded.weights.contains(fused))
+    return cols > 0 ? place(loaded, fused, {rows, cols}) : place(loaded, fused, {rows});
+  // Not fused by a loader: fuse views of the parts into a store of our own (fuse_rows copies
+  // them; it frees nothing of `loaded`'s).
+  WeightStore store;
+  std::vector<std::string> names;
+  for (const auto& [name, part_rows] : parts) {
+    PAGODA_ASSIGN_OR_RETURN(TensorView t, cols > 0 ? loaded.weights.get(name, {part_rows, cols})
+                                                   : loaded.weights.get(name, {part_rows}));
+    PAGODA_RETURN_IF_ERROR(store.add(name, t));
+    names.push_back(name);
+  }
+  PAGODA_RETURN_IF_ERROR(store.fuse_rows(names, fused));
+  PAGODA_ASSIGN_OR_RETURN(TensorView host,
+                          cols > 0 ? store.get(fused, {rows, cols}) : store.get(fused, {rows}));
+  PAGODA_ASSIGN_OR_RETURN(TensorView placed, place_host(host));
+  if (backend_->device() == Device::kCpu) owned_host_.push_back(std::move(store));
+  return placed;  // on a device the host copy goes with `store`
+}
+
+StatusOr<TensorView> LlamaModel::place_host(TensorView host) {
   if (backend_->device() == Device::kCpu) return host;  // zero-copy: mmap'd or owned by `loaded`
   // Matrices travel in the activation dtype (the GPU GEMMs take one dtype for both operands);
   // vectors (norm weights, biases) keep theirs. Converted once, here, on the host.
@@ -95,28 +136,29 @@ StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::create(const LoadedModel& load
     Layer L;
     PAGODA_ASSIGN_OR_RETURN(L.attn_norm,
                             m->place(loaded, layer_name(l, "input_layernorm.weight"), {d}));
-    PAGODA_ASSIGN_OR_RETURN(L.wq,
-                            m->place(loaded, layer_name(l, "self_attn.q_proj.weight"), {q_dim, d}));
+    auto qkv_parts = [&](const char* suffix) {
+      const std::string a = layer_name(l, "self_attn.");
+      return std::vector<std::pair<std::string, int64_t>>{{a + "q_proj." + suffix, q_dim},
+                                                          {a + "k_proj." + suffix, kv_dim},
+                                                          {a + "v_proj." + suffix, kv_dim}};
+    };
     PAGODA_ASSIGN_OR_RETURN(
-        L.wk, m->place(loaded, layer_name(l, "self_attn.k_proj.weight"), {kv_dim, d}));
-    PAGODA_ASSIGN_OR_RETURN(
-        L.wv, m->place(loaded, layer_name(l, "self_attn.v_proj.weight"), {kv_dim, d}));
+        L.w_qkv,
+        m->place_fused(loaded, layer_name(l, "self_attn.qkv_proj.weight"), qkv_parts("weight"), d));
     PAGODA_ASSIGN_OR_RETURN(L.wo,
                             m->place(loaded, layer_name(l, "self_attn.o_proj.weight"), {d, q_dim}));
     if (c.attention_bias) {
-      PAGODA_ASSIGN_OR_RETURN(L.bq,
-                              m->place(loaded, layer_name(l, "self_attn.q_proj.bias"), {q_dim}));
-      PAGODA_ASSIGN_OR_RETURN(L.bk,
-                              m->place(loaded, layer_name(l, "self_attn.k_proj.bias"), {kv_dim}));
-      PAGODA_ASSIGN_OR_RETURN(L.bv,
-                              m->place(loaded, layer_name(l, "self_attn.v_proj.bias"), {kv_dim}));
+      PAGODA_ASSIGN_OR_RETURN(
+          L.b_qkv,
+          m->place_fused(loaded, layer_name(l, "self_attn.qkv_proj.bias"), qkv_parts("bias"), 0));
     }
     PAGODA_ASSIGN_OR_RETURN(
         L.ffn_norm, m->place(loaded, layer_name(l, "post_attention_layernorm.weight"), {d}));
-    PAGODA_ASSIGN_OR_RETURN(L.w_gate,
-                            m->place(loaded, layer_name(l, "mlp.gate_proj.weight"), {inter, d}));
-    PAGODA_ASSIGN_OR_RETURN(L.w_up,
-                            m->place(loaded, layer_name(l, "mlp.up_proj.weight"), {inter, d}));
+    PAGODA_ASSIGN_OR_RETURN(L.w_gate_up,
+                            m->place_fused(loaded, layer_name(l, "mlp.gate_up_proj.weight"),
+                                           {{layer_name(l, "mlp.gate_proj.weight"), inter},
+                                            {layer_name(l, "mlp.up_proj.weight"), inter}},
+                                           d));
     PAGODA_ASSIGN_OR_RETURN(L.w_down,
                             m->place(loaded, layer_name(l, "mlp.down_proj.weight"), {d, inter}));
     m->layers_.push_back(L);
@@ -162,17 +204,14 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
   };
   if (tokens > w.capacity_tokens) {
     const size_t t = static_cast<size_t>(tokens);
-    const size_t q_dim = size_t{1} * c.num_heads * c.head_dim,
-                 kv_dim = size_t{1} * c.num_kv_heads * c.head_dim;
-    PAGODA_RETURN_IF_ERROR(grow(&w.hidden, t * c.hidden_size * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.residual, t * c.hidden_size * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.normed, t * c.hidden_size * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.q, t * q_dim * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.k, t * kv_dim * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.v, t * kv_dim * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.attn, t * q_dim * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.gate, t * c.intermediate_size * a));
-    PAGODA_RETURN_IF_ERROR(grow(&w.up, t * c.intermediate_size * a));
+    const size_t d = c.hidden_size, q_dim = size_t{1} * c.num_heads * c.head_dim,
+                 qkv_dim = q_dim + size_t{2} * c.num_kv_heads * c.head_dim,
+                 inter = c.intermediate_size;
+    // The roles of normed and wide through a layer: see Workspace in llama.h.
+    PAGODA_RETURN_IF_ERROR(grow(&w.hidden, t * d * a));
+    PAGODA_RETURN_IF_ERROR(grow(&w.residual, t * d * a));
+    PAGODA_RETURN_IF_ERROR(grow(&w.normed, t * std::max({d, q_dim, inter}) * a));
+    PAGODA_RETURN_IF_ERROR(grow(&w.wide, t * std::max(qkv_dim, 2 * inter) * a));
     for (DeviceBuffer* b : {&w.token_ids, &w.positions, &w.slot_mapping})
       PAGODA_RETURN_IF_ERROR(grow(b, t * sizeof(int32_t)));
     w.capacity_tokens = tokens;
@@ -195,7 +234,15 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
     PAGODA_RETURN_IF_ERROR(grow(&w.picked_normed, r * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.logits, r * c.vocab_size * sizeof(float)));
     PAGODA_RETURN_IF_ERROR(grow(&w.argmax, r * sizeof(int32_t)));
+    PAGODA_RETURN_IF_ERROR(grow(&w.sample_params, r * sizeof(SampleRowParams)));
+    PAGODA_RETURN_IF_ERROR(grow(&w.penalty_start, (r + 1) * sizeof(int32_t)));
     w.capacity_sample_rows = sample_rows;
+  }
+  // Penalty tables: most requests have none; 256 distinct tokens per row before any growth.
+  if (const int want = std::max(w.capacity_penalties, 256 * sample_rows);
+      want > w.capacity_penalties) {
+    PAGODA_RETURN_IF_ERROR(grow(&w.penalties, 2 * static_cast<size_t>(want) * sizeof(int32_t)));
+    w.capacity_penalties = want;
   }
   if (grew) ++w.grows;
   return OkStatus();
@@ -205,10 +252,9 @@ size_t LlamaModel::workspace_bytes() const {
   const Workspace& w = ws_;
   size_t n = 0;
   for (const DeviceBuffer* b :
-       {&w.hidden,      &w.residual,     &w.normed,        &w.q,        &w.k,
-        &w.v,           &w.attn,         &w.gate,          &w.up,       &w.token_ids,
-        &w.positions,   &w.slot_mapping, &w.query_start,   &w.seq_lens, &w.block_tables,
-        &w.sample_rows, &w.picked,       &w.picked_normed, &w.logits,   &w.argmax})
+       {&w.hidden, &w.residual, &w.normed, &w.wide, &w.token_ids, &w.positions, &w.slot_mapping,
+        &w.query_start, &w.seq_lens, &w.block_tables, &w.sample_rows, &w.picked, &w.picked_normed,
+        &w.logits, &w.argmax, &w.sample_params, &w.penalty_start, &w.penalties})
     n += b->size();
   return n;
 }
@@ -255,9 +301,76 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
   PAGODA_RETURN_IF_ERROR(reserve(static_cast<int>(T), static_cast<int>(B),
                                  static_cast<int>(batch.block_tables.size()), static_cast<int>(R)));
   PAGODA_RETURN_IF_ERROR(upload_indices(batch));
+  const bool ids = argmax_ids != nullptr && R > 0;
   PAGODA_RETURN_IF_ERROR(
-      run_layers(cache, T, B, R, batch.max_blocks_per_seq, argmax_ids != nullptr && R > 0));
-  return copy_outputs(batch.num_logit_rows, R, logits, argmax_ids);
+      run_layers(cache, T, B, R, batch.max_blocks_per_seq, ids && batch.sample_params.empty()));
+  if (ids) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
+  return copy_outputs(batch, R, logits, argmax_ids);
+}
+
+Status LlamaModel::sample_on_device(const ForwardBatch& batch) {
+  if (batch.sample_params.empty()) return OkStatus();
+  const int64_t R = static_cast<int64_t>(batch.sample_rows.size());
+  const int64_t L = batch.num_logit_rows < 0 ? R : batch.num_logit_rows;
+  const int64_t S = static_cast<int64_t>(batch.sample_params.size());  // == R - L (validated)
+  const int vocab = config_.vocab_size;
+  // The penalty tables, checked here: a device would apply a repeated id twice, and reads the
+  // table without bounds of its own.
+  std::vector<int32_t> no_start;
+  const std::vector<int32_t>& start = batch.penalty_start.empty() ? no_start : batch.penalty_start;
+  if (batch.penalty_start.empty()) no_start.assign(static_cast<size_t>(S + 1), 0);
+  const int64_t P = start.back();
+  if (start[0] != 0) return InvalidArgument("forward: penalty_start must start at 0");
+  penalty_seen_.resize(static_cast<size_t>(vocab), 0);
+  Status bad = OkStatus();
+  for (int64_t r = 0; r < S && bad.ok(); ++r) {
+    if (start[r + 1] < start[r]) {
+      bad = InvalidArgument("forward: penalty_start decreases at sampled row " + std::to_string(r));
+      break;
+    }
+    for (int32_t i = start[r]; i < start[r + 1]; ++i) {
+      const int32_t id = batch.penalty_ids[i];
+      if (id < 0 || id >= vocab || batch.penalty_counts[i] < 0 || penalty_seen_[id]) {
+        bad = InvalidArgument("forward: penalty entry " + std::to_string(i) + " (id " +
+                              std::to_string(id) + ", count " +
+                              std::to_string(batch.penalty_counts[i]) +
+                              ") is outside the vocabulary, negative or repeated in its row");
+        break;
+      }
+      penalty_seen_[id] = 1;
+    }
+    for (int32_t i = start[r]; i < start[r + 1]; ++i) {
+      const int32_t id = batch.penalty_ids[i];
+      if (id >= 0 && id < vocab) penalty_seen_[id] = 0;
+    }
+  }
+  PAGODA_RETURN_IF_ERROR(bad);
+  if (P > ws_.capacity_penalties) {  // a long penalized context: grow (rare; between ops)
+    ws_.penalties = DeviceBuffer();
+    PAGODA_ASSIGN_OR_RETURN(ws_.penalties, backend_->allocate(2 * static_cast<size_t>(P) * 4));
+    ws_.capacity_penalties = static_cast<int>(P);
+    ++ws_.grows;
+  }
+  Backend& be = *backend_;
+  const Device dev = be.device();
+  PAGODA_RETURN_IF_ERROR(be.copy_from_host(ws_.sample_params.data(), batch.sample_params.data(),
+                                           S * sizeof(SampleRowParams)));
+  PAGODA_RETURN_IF_ERROR(
+      be.copy_from_host(ws_.penalty_start.data(), start.data(), (S + 1) * sizeof(int32_t)));
+  auto* ids = static_cast<int32_t*>(ws_.penalties.data());
+  int32_t* counts = ids + ws_.capacity_penalties;
+  if (P > 0) {
+    PAGODA_RETURN_IF_ERROR(be.copy_from_host(ids, batch.penalty_ids.data(), P * sizeof(int32_t)));
+    PAGODA_RETURN_IF_ERROR(
+        be.copy_from_host(counts, batch.penalty_counts.data(), P * sizeof(int32_t)));
+  }
+  float* logits = static_cast<float*>(ws_.logits.data()) + L * vocab;
+  return be.sample(
+      {TensorView(logits, DType::kF32, {S, vocab}, dev),
+       TensorView(ws_.sample_params.data(), DType::kI32, {S, kSampleRowWords}, dev),
+       TensorView(ws_.penalty_start.data(), DType::kI32, {S + 1}, dev),
+       TensorView(ids, DType::kI32, {P}, dev), TensorView(counts, DType::kI32, {P}, dev),
+       TensorView(static_cast<int32_t*>(ws_.argmax.data()) + L, DType::kI32, {S}, dev)});
 }
 
 Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, int max_blocks,
@@ -267,15 +380,16 @@ Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, i
   Backend& be = *backend_;
   const Device dev = be.device();
   const DType at = be.activation_dtype();
+  const int64_t inter = c.intermediate_size;
+  // Each buffer's role at each point of a layer: see Workspace in llama.h.
   const TensorView hidden = act(ws_.hidden, T, d), residual = act(ws_.residual, T, d),
                    normed = act(ws_.normed, T, d);
-  const TensorView q = act(ws_.q, T, H * hd), k = act(ws_.k, T, KV * hd),
-                   v = act(ws_.v, T, KV * hd), attn = act(ws_.attn, T, H * hd);
-  const TensorView gate = act(ws_.gate, T, c.intermediate_size),
-                   up = act(ws_.up, T, c.intermediate_size);
-  // Head-split views of the same memory: [T, heads, head_dim].
-  const TensorView q3(ws_.q.data(), at, {T, H, hd}, dev), k3(ws_.k.data(), at, {T, KV, hd}, dev),
-      v3(ws_.v.data(), at, {T, KV, hd}, dev), attn3(ws_.attn.data(), at, {T, H, hd}, dev);
+  const TensorView qkv = act(ws_.wide, T, (H + 2 * KV) * hd);   // q|k|v per token
+  const TensorView q3(ws_.normed.data(), at, {T, H, hd}, dev);  // rotated q
+  const TensorView attn = act(ws_.wide, T, H * hd);             // attention output
+  const TensorView attn3(ws_.wide.data(), at, {T, H, hd}, dev);
+  const TensorView gate_up = act(ws_.wide, T, 2 * inter);  // gate|up per token
+  const TensorView mlp = act(ws_.normed, T, inter);        // silu(gate) * up
   const TensorView positions = idx(ws_.positions, T);
   const TensorView inv_freq(inv_freq_.data(), DType::kF32, {hd / 2}, dev);
   const TensorView block_tables(ws_.block_tables.data(), DType::kI32, {B, max_blocks}, dev);
@@ -291,22 +405,20 @@ Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, i
     } else {
       PAGODA_RETURN_IF_ERROR(be.rms_norm({hidden, residual, L.attn_norm, normed, c.rms_norm_eps}));
     }
-    PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.wq, L.bq, q}));
-    PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.wk, L.bk, k}));
-    PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.wv, L.bv, v}));
-    PAGODA_RETURN_IF_ERROR(be.rope({q3, k3, positions, inv_freq}));
+    // One GEMM for q, k and v, then one pass that rotates q and k and writes K/V to the cache.
+    PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.w_qkv, L.b_qkv, qkv}));
     const size_t li = static_cast<size_t>(&L - layers_.data());
-    PAGODA_RETURN_IF_ERROR(
-        be.kv_write({k3, v3, idx(ws_.slot_mapping, T), cache.k(li), cache.v(li)}));
+    PAGODA_RETURN_IF_ERROR(be.rope_kv_write(
+        {qkv, positions, inv_freq, idx(ws_.slot_mapping, T), q3, cache.k(li), cache.v(li)}));
     PAGODA_RETURN_IF_ERROR(
         be.attention({q3, cache.k(li), cache.v(li), block_tables, idx(ws_.seq_lens, B),
                       idx(ws_.query_start, B + 1), attn3, scale}));
     PAGODA_RETURN_IF_ERROR(be.matmul({attn, L.wo, {}, hidden}));
     PAGODA_RETURN_IF_ERROR(be.rms_norm({hidden, residual, L.ffn_norm, normed, c.rms_norm_eps}));
-    PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.w_gate, {}, gate}));
-    PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.w_up, {}, up}));
-    PAGODA_RETURN_IF_ERROR(be.swiglu({gate, up, gate}));
-    PAGODA_RETURN_IF_ERROR(be.matmul({gate, L.w_down, {}, hidden}));
+    // One GEMM for gate and up; swiglu reads its [T, 2 inter] output.
+    PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.w_gate_up, {}, gate_up}));
+    PAGODA_RETURN_IF_ERROR(be.swiglu({{}, {}, mlp, gate_up}));
+    PAGODA_RETURN_IF_ERROR(be.matmul({mlp, L.w_down, {}, hidden}));
   }
   // Only the sampled rows go through the final norm and the LM head.
   if (R == 0) return OkStatus();
@@ -322,16 +434,18 @@ Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, i
   return OkStatus();
 }
 
-Status LlamaModel::copy_outputs(int num_logit_rows, int64_t real_rows, std::vector<float>* logits,
-                                std::vector<int32_t>* argmax_ids) {
+Status LlamaModel::copy_outputs(const ForwardBatch& batch, int64_t real_rows,
+                                std::vector<float>* logits, std::vector<int32_t>* argmax_ids) {
   Backend& be = *backend_;
+  const int64_t L = batch.num_logit_rows < 0 ? real_rows : batch.num_logit_rows;
   if (argmax_ids != nullptr) {
     argmax_ids->resize(static_cast<size_t>(real_rows));
     if (real_rows > 0)
       PAGODA_RETURN_IF_ERROR(
           be.copy_to_host(argmax_ids->data(), ws_.argmax.data(), real_rows * sizeof(int32_t)));
+    // Sampled on the device: only rows [L, R) have ids.
+    if (!batch.sample_params.empty()) std::fill_n(argmax_ids->begin(), L, -1);
   }
-  const int64_t L = num_logit_rows < 0 ? real_rows : num_logit_rows;
   logits->resize(static_cast<size_t>(L * config_.vocab_size));
   if (L == 0) return be.synchronize();
   return be.copy_to_host(logits->data(), ws_.logits.data(), logits->size() * sizeof(float));

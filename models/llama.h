@@ -25,6 +25,14 @@ struct ForwardBatch {
   // The leading sample rows whose logits are copied back to the host (-1: all R). The others
   // are wanted only for their argmax (greedy rows): see forward().
   int num_logit_rows = -1;
+  // Sampling on the backend (the sample op, kernels/ops.h SampleArgs) of the rows [L, R) of
+  // sample_rows: one SampleRowParams each, and their penalty tables (penalty_start [R - L + 1]
+  // into penalty_ids / penalty_counts; all three may be empty when no row has penalties). Empty
+  // sample_params: those rows get their argmax instead (the greedy choice).
+  std::vector<SampleRowParams> sample_params;  // [R - L]
+  std::vector<int32_t> penalty_start;          // [R - L + 1] or empty
+  std::vector<int32_t> penalty_ids;            // [P] distinct within a row, in [0, vocab)
+  std::vector<int32_t> penalty_counts;         // [P] >= 0: occurrences in the output
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_seqs() const { return static_cast<int>(seq_lens.size()); }
@@ -39,7 +47,11 @@ TensorView convert_tensor(const TensorView& src, DType to, HostBuffer* storage);
 class LlamaModel {
  public:
   // Takes the weights from `loaded` (uploads them, or on the CPU uses them in place: then
-  // `loaded` must outlive the model). `backend` must outlive the model.
+  // `loaded` must outlive the model). `backend` must outlive the model. Each layer multiplies by
+  // the fused self_attn.qkv_proj and mlp.gate_up_proj that the loaders make
+  // (fuse_layer_weights): one GEMM for q/k/v and one for gate/up. For a LoadedModel that lacks
+  // them they are assembled here from the parts: uploaded (the parts are not), or on the CPU
+  // kept by the model beside the parts (the one case where a weight is held twice).
   static StatusOr<std::unique_ptr<LlamaModel>> create(const LoadedModel& loaded, Backend* backend);
 
   const ModelConfig& config() const { return config_; }
@@ -48,9 +60,10 @@ class LlamaModel {
   KvCacheShape kv_cache_shape(int num_blocks, int block_size) const;
 
   // Runs the batch; writes logits [L, vocab] (f32, row-major) for the first L of
-  // batch.sample_rows (L = num_logit_rows, or R when -1), and, when argmax_ids is given, the
-  // argmax of every sample row ([R] ids, ArgmaxArgs' rule: the sampler's greedy choice),
-  // computed where the logits are, so greedy rows copy back one id instead of a row of floats.
+  // batch.sample_rows (L = num_logit_rows, or R when -1), and, when argmax_ids is given, [R]
+  // ids computed where the logits are, so those rows copy back one id instead of a row of
+  // floats: with batch.sample_params, rows [L, R) hold their sampled tokens (rows < L: -1);
+  // without, every row holds its argmax (ArgmaxArgs' rule: the sampler's greedy choice).
   Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
                  std::vector<int32_t>* argmax_ids = nullptr);
 
@@ -78,18 +91,36 @@ class LlamaModel {
 
  private:
   struct Layer {
-    TensorView attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_up, w_down;
+    TensorView attn_norm;  // [hidden]
+    TensorView w_qkv;      // [(H + 2 KV) hd, hidden]: q, k, v rows
+    TensorView b_qkv;      // [(H + 2 KV) hd] or empty (qwen2 only)
+    TensorView wo;         // [hidden, H hd]
+    TensorView ffn_norm;   // [hidden]
+    TensorView w_gate_up;  // [2 inter, hidden]: gate rows, then up rows
+    TensorView w_down;     // [hidden, inter]
   };
-  // Activation and index buffers, grown to the largest batch seen (never shrunk).
+  // Activation and index buffers, grown to the largest batch seen (never shrunk). Per layer:
+  //   hidden   [T, hidden]  attention output projection, then the MLP output
+  //   residual [T, hidden]  the residual stream
+  //   normed   [T, max(hidden, H hd, inter)]: the norm output, then the rotated q
+  //            [T, H, hd], then (after the MLP norm) swiglu's output [T, inter]
+  //   wide     [T, max((H + 2 KV) hd, 2 inter)]: q|k|v, then the attention output [T, H hd],
+  //            then gate|up
+  // (a buffer is reused once what it held is consumed), so the fused GEMMs need no more memory
+  // than separate q, k, v, attn, gate, up buffers did unless inter > hidden + (2 H + 2 KV) hd.
   struct Workspace {
     int capacity_tokens = 0;
     int capacity_seqs = 0;
     int capacity_block_entries = 0;
     int capacity_sample_rows = 0;
     int64_t grows = 0;
-    DeviceBuffer hidden, residual, normed, q, k, v, attn, gate, up;  // [T, *]
+    DeviceBuffer hidden, residual, normed, wide;  // [T, *]
     DeviceBuffer token_ids, positions, slot_mapping, query_start, seq_lens, block_tables;
     DeviceBuffer sample_rows, picked, picked_normed, logits, argmax;  // [R, *]
+    // The sample op's inputs: [R, kSampleRowWords] params, [R + 1] penalty_start, and penalty
+    // ids then counts (2 x capacity_penalties i32; reserved for 256 per row, grown on demand).
+    DeviceBuffer sample_params, penalty_start, penalties;
+    int capacity_penalties = 0;
   };
 
   struct DecodeGraphs {
@@ -107,9 +138,9 @@ class LlamaModel {
   // The device work of a step whose indices are uploaded: T tokens, B sequences, R sampled
   // rows, block tables max_blocks wide. Queues ops only (capturable).
   Status run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, int max_blocks, bool argmax);
-  // Copies back the first `real_rows` argmax ids and the first num_logit_rows (-1: real_rows)
-  // rows of logits.
-  Status copy_outputs(int num_logit_rows, int64_t real_rows, std::vector<float>* logits,
+  // Copies back the first `real_rows` ids (argmax or sampled; rows below batch.num_logit_rows
+  // are -1 when sampled) and the first num_logit_rows (-1: real_rows) rows of logits.
+  Status copy_outputs(const ForwardBatch& batch, int64_t real_rows, std::vector<float>* logits,
                       std::vector<int32_t>* argmax_ids);
   // The bucket a batch runs in as a graph, or 0 when it runs eagerly.
   int decode_graph_bucket(const ForwardBatch& batch) const;
@@ -117,15 +148,28 @@ class LlamaModel {
                               std::vector<float>* logits, std::vector<int32_t>* argmax_ids);
   StatusOr<TensorView> place(const LoadedModel& loaded, const std::string& name,
                              std::initializer_list<int64_t> shape);
+  // A host tensor on the backend: itself on the CPU, else converted (matrices to the activation
+  // dtype) and uploaded.
+  StatusOr<TensorView> place_host(TensorView host);
+  // The fused tensor `fused`, [sum of part rows, cols] ([sum of part rows] when cols == 0), or,
+  // when `loaded` lacks it, the parts (name, rows) fused here.
+  StatusOr<TensorView> place_fused(const LoadedModel& loaded, const std::string& fused,
+                                   const std::vector<std::pair<std::string, int64_t>>& parts,
+                                   int64_t cols);
   Status upload_indices(const ForwardBatch& batch);
+  // The sample op on rows [L, L + batch.sample_params.size()) of the logits (no-op without
+  // sample_params), writing their ids into the argmax buffer. Checks the penalty tables.
+  Status sample_on_device(const ForwardBatch& batch);
   TensorView act(const DeviceBuffer& b, int64_t rows, int64_t cols) const;
   TensorView idx(const DeviceBuffer& b, int64_t n) const;
 
   ModelConfig config_;
   Backend* backend_ = nullptr;
   std::vector<DeviceBuffer> owned_weights_;  // uploads, when the backend is not the host
+  std::vector<WeightStore> owned_host_;      // CPU: fused weights `loaded` lacked
   TensorView embed_, final_norm_, lm_head_;
   std::vector<Layer> layers_;
+  std::vector<uint8_t> penalty_seen_;  // [vocab], all zero between calls: distinct-id check
   DeviceBuffer inv_freq_;
   Workspace ws_;
   DecodeGraphs graphs_;

@@ -130,6 +130,7 @@ StatusOr<LoadedModel> make_synthetic_model(const ModelConfig& c, DType dtype, ui
     PAGODA_RETURN_IF_ERROR(
         add_random(&m, p + "mlp.down_proj.weight", {d, inter}, dtype, w(inter), 0.0f, ++s));
   }
+  PAGODA_RETURN_IF_ERROR(fuse_layer_weights(&m));  // one GEMM for q/k/v, one for gate/up
   return m;
 }
 

@@ -1,19 +1,20 @@
-// MappedFile (mmap), WeightStore, and load_model's dispatch between the checkpoint formats.
+// MappedFile (mmap), WeightStore (with the fusion of a layer's projections), and load_model's
+// dispatch between the checkpoint formats.
 #include "models/weights.h"
-
-#include "models/synthetic.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "models/loaders/gguf.h"
 #include "models/loaders/hf_folder.h"
 #include "models/loaders/loader_util.h"
+#include "models/synthetic.h"
 
 namespace pagoda {
 
@@ -54,6 +55,14 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+void MappedFile::drop_pages(const void* p, size_t bytes) const {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
+  // Best effort: a failure only means the pages stay resident.
+  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 Status WeightStore::add(const std::string& name, TensorView tensor) {
   if (!tensors_.emplace(name, tensor).second) {
     return InvalidArgument("tensor '" + name + "' is present more than once");
@@ -74,6 +83,123 @@ StatusOr<TensorView> WeightStore::get(const std::string& name,
                            loader_util::shape_string(std::vector<int64_t>(shape)));
   }
   return t;
+}
+
+namespace {
+
+bool contains_ptr(const void* base, size_t size, const void* p) {
+  const auto* b = static_cast<const char*>(base);
+  const auto* q = static_cast<const char*>(p);
+  return b != nullptr && q >= b && q < b + size;
+}
+
+}  // namespace
+
+void WeightStore::release(const TensorView& old) {
+  for (auto it = buffers_.begin(); it != buffers_.end(); ++it) {
+    if (!contains_ptr(it->data(), it->size(), old.data)) continue;
+    for (const auto& [name, t] : tensors_) {
+      if (contains_ptr(it->data(), it->size(), t.data)) return;  // still in use
+    }
+    buffers_.erase(it);
+    return;
+  }
+  for (const auto& f : files_) {
+    if (contains_ptr(f->data(), f->size(), old.data)) f->drop_pages(old.data, old.nbytes());
+  }
+}
+
+Status WeightStore::fuse_rows(const std::vector<std::string>& parts, const std::string& fused) {
+  if (parts.empty()) return InvalidArgument("fuse_rows: no parts for '" + fused + "'");
+  if (contains(fused)) return InvalidArgument("tensor '" + fused + "' is present more than once");
+  std::vector<TensorView> views;
+  for (const std::string& name : parts) {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) return NotFound("tensor '" + name + "' is missing");
+    views.push_back(it->second);
+  }
+  const TensorView& first = views[0];
+  int64_t rows = 0;
+  bool one_dtype = true, adjacent = true;
+  for (size_t i = 0; i < views.size(); ++i) {
+    const TensorView& v = views[i];
+    if ((v.ndim != 1 && v.ndim != 2) || v.ndim != first.ndim ||
+        (v.ndim == 2 && v.shape[1] != first.shape[1])) {
+      return InvalidArgument("cannot fuse '" + parts[i] + "' " + v.describe() + " with '" +
+                             parts[0] + "' " + first.describe() + " into '" + fused + "'");
+    }
+    rows += v.shape[0];
+    one_dtype = one_dtype && v.dtype == first.dtype;
+    if (i > 0) {
+      const TensorView& prev = views[i - 1];
+      adjacent = adjacent && v.data == static_cast<const char*>(prev.data) + prev.nbytes();
+    }
+  }
+  TensorView out = first;
+  out.shape[0] = rows;
+  if (one_dtype && adjacent) return add(fused, out);  // already one tensor: a view, no copy
+  out.dtype = one_dtype ? first.dtype : DType::kF32;
+  HostBuffer buf(out.nbytes());
+  out.data = buf.data();
+  size_t offset = 0;  // elements
+  for (size_t i = 0; i < views.size(); ++i) {
+    const TensorView& v = views[i];
+    const size_t n = static_cast<size_t>(v.numel());
+    if (v.dtype == out.dtype) {
+      std::memcpy(static_cast<char*>(buf.data()) + offset * dtype_size(out.dtype), v.data,
+                  v.nbytes());
+    } else {
+      for (size_t j = 0; j < n; ++j)
+        store_from_f32(buf.data(), out.dtype, offset + j, load_as_f32(v.data, v.dtype, j));
+    }
+    TensorView part = v;
+    part.data = static_cast<char*>(buf.data()) + offset * dtype_size(out.dtype);
+    part.dtype = out.dtype;
+    tensors_[parts[i]] = part;
+    offset += n;
+  }
+  keep_alive(std::move(buf));
+  PAGODA_RETURN_IF_ERROR(add(fused, out));
+  for (const TensorView& v : views) release(v);
+  return OkStatus();
+}
+
+Status fuse_layer_weights(LoadedModel* m) {
+  const ModelConfig& c = m->config;
+  WeightStore& w = m->weights;
+  const int64_t d = c.hidden_size, q = int64_t{c.num_heads} * c.head_dim,
+                kv = int64_t{c.num_kv_heads} * c.head_dim, inter = c.intermediate_size;
+  // Fuses when every part is there with its shape (else leaves the layer to create()'s checks).
+  auto fuse = [&](const std::string& fused,
+                  const std::vector<std::pair<std::string, int64_t>>& parts,
+                  bool matrix) -> Status {
+    if (w.contains(fused)) return OkStatus();
+    std::vector<std::string> names;
+    for (const auto& [name, rows] : parts) {
+      StatusOr<TensorView> t = matrix ? w.get(name, {rows, d}) : w.get(name, {rows});
+      if (!t.ok()) return OkStatus();
+      // Mixed dtypes would have to be widened: keep the checkpoint's (create() fuses them).
+      if (t->dtype != w.tensors().at(parts[0].first).dtype) return OkStatus();
+      names.push_back(name);
+    }
+    return w.fuse_rows(names, fused);
+  };
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const std::string a = p + "self_attn.";
+    PAGODA_RETURN_IF_ERROR(fuse(
+        a + "qkv_proj.weight",
+        {{a + "q_proj.weight", q}, {a + "k_proj.weight", kv}, {a + "v_proj.weight", kv}}, true));
+    if (c.attention_bias) {
+      PAGODA_RETURN_IF_ERROR(
+          fuse(a + "qkv_proj.bias",
+               {{a + "q_proj.bias", q}, {a + "k_proj.bias", kv}, {a + "v_proj.bias", kv}}, false));
+    }
+    PAGODA_RETURN_IF_ERROR(
+        fuse(p + "mlp.gate_up_proj.weight",
+             {{p + "mlp.gate_proj.weight", inter}, {p + "mlp.up_proj.weight", inter}}, true));
+  }
+  return OkStatus();
 }
 
 StatusOr<LoadedModel> load_model(const std::string& path) {

@@ -10,6 +10,11 @@
 //   model.layers.{i}.mlp.down_proj.weight          [hidden, inter]
 //   model.norm.weight                              [hidden]
 //   lm_head.weight                                 [vocab, hidden] (absent when tied)
+// and, made by fuse_layer_weights() (every loader calls it), the fused projections the forward
+// pass multiplies by (one GEMM each), whose rows the part names above then view:
+//   model.layers.{i}.self_attn.qkv_proj.weight     [(H + 2 KV) hd, hidden]: q rows, k rows, v rows
+//   model.layers.{i}.self_attn.qkv_proj.bias       [(H + 2 KV) hd]          (qwen2 only)
+//   model.layers.{i}.mlp.gate_up_proj.weight       [2 inter, hidden]: gate rows, then up rows
 #pragma once
 
 #include <cstdint>
@@ -33,6 +38,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops the whole pages inside [p, p + bytes) from this process's memory (a hint: a later
+  // read faults them back in from the file, so the contents never change).
+  void drop_pages(const void* p, size_t bytes) const;
 
  private:
   MappedFile() = default;
@@ -55,7 +63,19 @@ class WeightStore {
   StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape) const;
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
 
+  // Concatenates `parts` (present, all 1-D, or all 2-D with one dim 1) along dim 0 into one
+  // tensor named `fused`, then re-points each part name at its rows of it (views: nothing is
+  // held twice) and releases what held the parts: an owned buffer no tensor points into any
+  // more is freed, pages of a mapped file are dropped (MappedFile::drop_pages). Parts already
+  // back to back in memory in order, in one dtype, become the fused tensor as they are (no
+  // copy). Mixed dtypes are widened to f32 (exact). Peak: one fused tensor more than before.
+  Status fuse_rows(const std::vector<std::string>& parts, const std::string& fused);
+
  private:
+  // Frees the owned buffer holding `old` when no tensor points into it any more, or drops its
+  // pages when it lies in a mapped file.
+  void release(const TensorView& old);
+
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::vector<HostBuffer> buffers_;
   std::map<std::string, TensorView> tensors_;
@@ -68,6 +88,14 @@ struct LoadedModel {
   std::string tokenizer_path;  // tokenizer.model beside the weights, or "" if none
   std::string source;          // the path it came from
 };
+
+// Fuses each layer's q/k/v projections (and q/k/v biases) into self_attn.qkv_proj and its
+// gate/up projections into mlp.gate_up_proj (WeightStore::fuse_rows; the names at the top).
+// A layer whose parts are missing or misshapen is left as it is (LlamaModel::create names the
+// bad tensor), and so are parts of different dtypes (LlamaModel::create fuses those, widened).
+// Idempotent. Every loader (Hugging Face folder, GGUF, synthetic) calls it, so on
+// the CPU the forward pass uses the fused tensors in place and no weight is held twice.
+Status fuse_layer_weights(LoadedModel* m);
 
 // Loads a Hugging Face folder (config.json + model.safetensors or sharded safetensors with
 // model.safetensors.index.json, tokenizer.model, generation_config.json / tokenizer_config.json

@@ -71,6 +71,7 @@ class CpuBackend final : public Backend {
   Status swiglu(const SwigluArgs& a) override { return cpu::swiglu(pool_, a); }
   Status add(const AddArgs& a) override { return cpu::add(pool_, a); }
   Status kv_write(const KvWriteArgs& a) override { return cpu::kv_write(pool_, a); }
+  Status rope_kv_write(const RopeKvWriteArgs& a) override { return cpu::rope_kv_write(pool_, a); }
   Status attention(const AttentionArgs& a) override { return cpu::attention(pool_, a); }
   Status gather_rows(const GatherRowsArgs& a) override { return cpu::gather_rows(pool_, a); }
   Status argmax(const ArgmaxArgs& a) override { return cpu::argmax(pool_, a); }

@@ -23,6 +23,7 @@ Status rope(ThreadPool& pool, const RopeArgs& a);
 Status swiglu(ThreadPool& pool, const SwigluArgs& a);
 Status add(ThreadPool& pool, const AddArgs& a);
 Status kv_write(ThreadPool& pool, const KvWriteArgs& a);
+Status rope_kv_write(ThreadPool& pool, const RopeKvWriteArgs& a);  // rope_kv_write.cc
 Status attention(ThreadPool& pool, const AttentionArgs& a);
 Status gather_rows(ThreadPool& pool, const GatherRowsArgs& a);
 Status argmax(ThreadPool& pool, const ArgmaxArgs& a);

@@ -77,6 +77,9 @@ class CudaBackend final : public Backend {
   Status swiglu(const SwigluArgs& a) override { return run(cuda::swiglu_cuda, a); }
   Status add(const AddArgs& a) override { return run(cuda::add_cuda, a); }
   Status kv_write(const KvWriteArgs& a) override { return run(cuda::kv_write_cuda, a); }
+  Status rope_kv_write(const RopeKvWriteArgs& a) override {
+    return run(cuda::rope_kv_write_cuda, a);
+  }
   Status attention(const AttentionArgs& a) override { return run(cuda::attention_cuda, a); }
   Status gather_rows(const GatherRowsArgs& a) override { return run(cuda::gather_rows_cuda, a); }
   Status argmax(const ArgmaxArgs& a) override { return run(cuda::argmax_cuda, a); }

@@ -24,7 +24,7 @@ Status argmax_cuda(const ArgmaxArgs& a, cudaStream_t stream);           // argma
 Status sample_cuda(const SampleArgs& a, cudaStream_t stream);           // sample.cu
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);     // attention.cu
 Status check_attention_args(const AttentionArgs& a);  // attention_args.cu (host-side checks)
-inline constexpr int kAttentionMaxHeadDim = 256;      // attention.cu keeps dims in registers
+inline constexpr int kAttentionMaxHeadDim = 256;  // attention.cu keeps dims in registers
 // attention.cu, for tests: the launch shape forced (split CTAs + merge, or one CTA per (row,
 // kv head, slice of its query heads) walking a long row's splits; both give the same bits),
 // and the split count of n keys.
@@ -32,5 +32,7 @@ Status attention_cuda_for_test(const AttentionArgs& a, cudaStream_t stream, bool
 int attention_num_splits(int n_keys);
 // cuBLASLt GEMM; keeps its handle and workspace per device (created on first use).
 Status matmul_cuda(const MatmulArgs& a, cudaStream_t stream);  // matmul.cu
+// rope_kv_write.cu: rope + kv_write on the fused [q; k; v] GEMM output.
+Status rope_kv_write_cuda(const RopeKvWriteArgs& a, cudaStream_t stream);
 
 }  // namespace pagoda::cuda

@@ -9,6 +9,9 @@
 // Layout: gate, up, out [T, H] and a, b [T, dim], dense row-major in the activation dtype (f32
 // or bf16); only the element count matters. out may be gate or up itself (and b may be a): each
 // element is read and then written by one thread. Partial overlaps are rejected.
+// Fused swiglu form: gate_up [T, 2H] (gate = columns [0, H) of each row, up = [H, 2H)), the
+// output of one [gate; up] GEMM, and out [T, H], which must not overlap it. Same SwigluOp, so
+// the same bits as the two-input form on the same values.
 //
 // Parallel plan: a flat grid-stride loop over n elements, 256 threads per block. When every
 // pointer is 16-byte aligned and n is a multiple of the vector width, each thread moves 16 bytes
@@ -64,6 +67,29 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < kVec; ++j) o.v[j] = from_f32<Act>(op(to_f32(x.v[j]), to_f32(y.v[j])));
     ov[i] = o;
+  }
+}
+
+// The fused swiglu form: out[t, j] = op(gate_up[t, j], gate_up[t, H + j]) for j < H, kVec
+// elements per thread (H % kVec == 0 and both pointers aligned to kVec elements when kVec > 1,
+// so a vector never crosses a row).
+template <typename Act, int kVec>
+__global__ void __launch_bounds__(kThreads)
+    swiglu_fused_kernel(const Act* gate_up, Act* out, int64_t n_vec, int64_t h) {
+  using V = Vec<Act, kVec>;
+  const int64_t h_vec = h / kVec;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_vec;
+       i += stride) {
+    const int64_t t = i / h_vec, j = i % h_vec;
+    const V* gv = reinterpret_cast<const V*>(gate_up + t * 2 * h);
+    const V g = gv[j];
+    const V u = gv[h_vec + j];
+    V o;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k)
+      o.v[k] = from_f32<Act>(SwigluOp{}(to_f32(g.v[k]), to_f32(u.v[k])));
+    reinterpret_cast<V*>(out)[i] = o;
   }
 }
 
@@ -145,9 +171,58 @@ Status check_same_or_disjoint(const char* op, const char* a_name, const TensorVi
   return OkStatus();
 }
 
+template <typename Act>
+Status launch_fused(const void* gate_up, void* out, int64_t t, int64_t h, cudaStream_t stream) {
+  constexpr int kVec = kVecBytes / sizeof(Act);
+  const bool vec = h % kVec == 0 && is_aligned(gate_up, kVecBytes) && is_aligned(out, kVecBytes);
+  const int64_t n_vec = t * h / (vec ? kVec : 1);
+  const int blocks = static_cast<int>(std::min(kMaxBlocks, (n_vec + kThreads - 1) / kThreads));
+  if (vec) {
+    swiglu_fused_kernel<Act, kVec><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const Act*>(gate_up), static_cast<Act*>(out), n_vec, h);
+  } else {
+    swiglu_fused_kernel<Act, 1><<<blocks, kThreads, 0, stream>>>(static_cast<const Act*>(gate_up),
+                                                                 static_cast<Act*>(out), n_vec, h);
+  }
+  PAGODA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return OkStatus();
+}
+
+// SwigluArgs' fused form: gate_up [T, 2H] -> out [T, H].
+Status swiglu_fused_cuda(const SwigluArgs& a, cudaStream_t stream) {
+  if (!a.gate.empty() || !a.up.empty() || a.gate.ndim != 0 || a.up.ndim != 0) {
+    return InvalidArgument("swiglu: gate_up is the fused form: gate and up must be empty, got " +
+                           a.gate.describe() + " and " + a.up.describe());
+  }
+  PAGODA_RETURN_IF_ERROR(check_first("swiglu", "gate_up", a.gate_up));
+  const int64_t t = a.gate_up.shape[0], h = a.gate_up.shape[1] / 2;
+  if (a.gate_up.shape[1] % 2 != 0) {
+    return InvalidArgument("swiglu: gate_up dim 1 must be even (2 * H), got " +
+                           a.gate_up.describe());
+  }
+  if (a.out.ndim != 2 || a.out.shape[0] != t || a.out.shape[1] != h ||
+      a.out.dtype != a.gate_up.dtype) {
+    return InvalidArgument("swiglu: out must be [" + std::to_string(t) + ", " + std::to_string(h) +
+                           "] (gate_up [T, 2H]) with the dtype of gate_up " + a.gate_up.describe() +
+                           ", got " + a.out.describe());
+  }
+  PAGODA_RETURN_IF_ERROR(check_on_cuda("swiglu", "out", a.out));
+  if (t * h == 0) return OkStatus();
+  if (a.gate_up.empty() || a.out.empty()) {
+    return InvalidArgument("swiglu: gate_up and out need data (got a null pointer)");
+  }
+  if (overlaps(a.out, a.gate_up)) return InvalidArgument("swiglu: out must not overlap gate_up");
+  switch (a.gate_up.dtype) {
+    case DType::kF32: return launch_fused<float>(a.gate_up.data, a.out.data, t, h, stream);
+    case DType::kBF16: return launch_fused<__nv_bfloat16>(a.gate_up.data, a.out.data, t, h, stream);
+    default: return InvalidArgument("swiglu: unsupported activation dtype");
+  }
+}
+
 }  // namespace
 
 Status swiglu_cuda(const SwigluArgs& a, cudaStream_t stream) {
+  if (!a.gate_up.empty() || a.gate_up.ndim != 0) return swiglu_fused_cuda(a, stream);
   PAGODA_RETURN_IF_ERROR(check_first("swiglu", "gate", a.gate));
   PAGODA_RETURN_IF_ERROR(check_like("swiglu", "up", a.up, "gate", a.gate));
   PAGODA_RETURN_IF_ERROR(check_like("swiglu", "out", a.out, "gate", a.gate));

@@ -215,6 +215,7 @@ StatusOr<LoadedModel> load_gguf(const std::string& path) {
     }
   }
   model.weights.keep_alive(std::move(g.file));
+  PAGODA_RETURN_IF_ERROR(fuse_layer_weights(&model));  // one GEMM for q/k/v, one for gate/up
   const std::string tokenizer =
       loader_util::join_path(loader_util::dir_name(path), "tokenizer.model");
   if (loader_util::is_regular_file(tokenizer)) model.tokenizer_path = tokenizer;

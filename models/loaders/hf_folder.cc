@@ -65,6 +65,8 @@ StatusOr<LoadedModel> load_hf_folder(const std::string& dir) {
     return NotFound(dir + " has neither model.safetensors nor model.safetensors.index.json");
   }
 
+  PAGODA_RETURN_IF_ERROR(fuse_layer_weights(&model));  // one GEMM for q/k/v, one for gate/up
+
   const std::string tokenizer = join_path(dir, "tokenizer.model");
   if (is_regular_file(tokenizer)) model.tokenizer_path = tokenizer;
   return model;

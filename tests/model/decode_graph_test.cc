@@ -52,6 +52,7 @@ class RecordingBackend final : public Backend {
   Status swiglu(const SwigluArgs& a) override { return op(&Backend::swiglu, a); }
   Status add(const AddArgs& a) override { return op(&Backend::add, a); }
   Status kv_write(const KvWriteArgs& a) override { return op(&Backend::kv_write, a); }
+  Status rope_kv_write(const RopeKvWriteArgs& a) override { return op(&Backend::rope_kv_write, a); }
   Status attention(const AttentionArgs& a) override { return op(&Backend::attention, a); }
   Status gather_rows(const GatherRowsArgs& a) override { return op(&Backend::gather_rows, a); }
   Status argmax(const ArgmaxArgs& a) override { return op(&Backend::argmax, a); }

@@ -53,7 +53,8 @@ TEST(ModelLoad, Stories260KFolderAndGgufAgreeBitForBit) {
 
   const auto& a = hf->weights.tensors();
   const auto& b = gg->weights.tensors();
-  EXPECT_EQ(a.size(), 47u);  // embed + 5 x 9 + norm; no lm_head (tied)
+  // embed + 5 x (9 + fused qkv_proj and gate_up_proj) + norm; no lm_head (tied)
+  EXPECT_EQ(a.size(), 57u);
   std::set<std::string> names_a, names_b;
   for (const auto& [name, t] : a) names_a.insert(name);
   for (const auto& [name, t] : b) names_b.insert(name);
@@ -74,6 +75,8 @@ TEST(ModelLoad, Stories260KFolderAndGgufAgreeBitForBit) {
   EXPECT_TRUE(w.get("model.layers.4.mlp.gate_proj.weight", {172, 64}).ok());
   EXPECT_TRUE(w.get("model.layers.4.mlp.up_proj.weight", {172, 64}).ok());
   EXPECT_TRUE(w.get("model.layers.4.mlp.down_proj.weight", {64, 172}).ok());
+  EXPECT_TRUE(w.get("model.layers.4.self_attn.qkv_proj.weight", {128, 64}).ok());
+  EXPECT_TRUE(w.get("model.layers.4.mlp.gate_up_proj.weight", {344, 64}).ok());
   EXPECT_TRUE(w.get("model.norm.weight", {64}).ok());
 }
 
