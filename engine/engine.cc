@@ -304,13 +304,34 @@ void Engine::step() {
       l.usage.cached_tokens = s.num_cached_tokens;
     }
   }
-  // Greedy rows without penalties or logprobs take the backend's argmax (the sampler's greedy
-  // rule exactly) and copy back one id; the rest copy back their logits for the sampler.
+  // Rows are sampled where the logits are and copy back one id (device sampling: every row
+  // without logprobs; otherwise greedy rows without penalties, by argmax); the rest copy back
+  // their logits for the host sampler.
+  const int vocab_size = model_->config().vocab_size;
   wants_logits_.assign(plan.seqs.size(), 0);
-  for (size_t i = 0; i < plan.seqs.size(); ++i)
-    if (plan.seqs[i].sample)
-      wants_logits_[i] = !greedy_on_backend(live(plan.seqs[i].id, "plan").request.params);
-  const Status run = runner_->execute(plan, wants_logits_, &sampled_);
+  ModelRunner::RowSampling& rs = row_sampling_;
+  rs.params.assign(plan.seqs.size(), SampleRowParams{});
+  rs.penalty_start.assign(1, 0);
+  rs.penalty_ids.clear();
+  rs.penalty_counts.clear();
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    if (plan.seqs[i].sample) {
+      const Live& l = live(plan.seqs[i].id, "plan");
+      const SamplingParams& p = l.request.params;
+      wants_logits_[i] = config_.device_sampling ? p.logprobs > 0 : !greedy_on_backend(p);
+      if (config_.device_sampling && !wants_logits_[i]) {
+        const RequestState* st = scheduler_.find(plan.seqs[i].id);
+        rs.params[i] = sample_row_params(p, l.seed, static_cast<int64_t>(st->tokens.size()));
+        sampler_.penalty_table(
+            p, {st->tokens.data(), static_cast<size_t>(st->prompt_len)},
+            {st->tokens.data() + st->prompt_len, static_cast<size_t>(st->num_output())}, vocab_size,
+            &rs.penalty_ids, &rs.penalty_counts);
+      }
+    }
+    rs.penalty_start.push_back(static_cast<int32_t>(rs.penalty_ids.size()));
+  }
+  const Status run =
+      runner_->execute(plan, wants_logits_, config_.device_sampling ? &rs : nullptr, &sampled_);
   const auto computed = EngineClock::now();
   for (const ScheduledSeq& s : plan.seqs) {
     // A decode computes exactly the last sampled token of a running request; anything else
@@ -345,7 +366,7 @@ void Engine::step() {
     const int row = sampled_.row_of_seq[i];
     int token = 0;
     if (!wants_logits_[i]) {
-      token = sampled_.greedy_ids[row];
+      token = sampled_.ids[row];
     } else {
       const std::span<const float> logits(sampled_.logits.data() + static_cast<size_t>(row) * vocab,
                                           vocab);

@@ -39,6 +39,12 @@ struct EngineConfig {
   // buckets 1, 2, 4, ... up to the largest step (LlamaModel::enable_decode_graphs). Off by
   // default until a GPU run has checked it (scripts/device-check.sh compares both).
   bool decode_graphs = false;
+  // Sampling on the backend (the sample op: the sampler's rule, where the logits are) for every
+  // row that does not ask for logprobs, so that a step copies back one id per row. Off: only
+  // greedy rows without penalties take the backend's argmax; the others copy their logits to
+  // the host sampler. The tokens are the same either way (up to the rounding of double sums
+  // that kernels/ops.h SampleArgs describes).
+  bool device_sampling = true;
 };
 
 struct RequestHandle {
@@ -95,6 +101,7 @@ class Engine {
   Scheduler scheduler_;                                        // engine thread only
   Sampler sampler_;                                            // engine thread only
   ModelRunner::Sampled sampled_;                               // reused across steps
+  ModelRunner::RowSampling row_sampling_;                      // reused across steps
   std::vector<uint8_t> wants_logits_;                          // per plan.seqs entry
   std::unordered_map<RequestId, std::unique_ptr<Live>> live_;  // engine thread only
 

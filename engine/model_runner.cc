@@ -15,8 +15,10 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::create(LlamaModel* model, in
 }
 
 Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants_logits,
-                            Sampled* out) {
+                            const RowSampling* sampling, Sampled* out) {
   PAGODA_CHECK(wants_logits.empty() || wants_logits.size() == plan.seqs.size());
+  PAGODA_CHECK(sampling == nullptr || (sampling->params.size() == plan.seqs.size() &&
+                                       sampling->penalty_start.size() == plan.seqs.size() + 1));
   ForwardBatch& b = batch_;
   b.token_ids.clear();
   b.positions.clear();
@@ -41,22 +43,36 @@ Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants
     b.seq_lens.push_back(s.start + s.num_tokens);
     b.query_start.push_back(static_cast<int32_t>(b.token_ids.size()));
   }
-  // Sampled rows that want logits first, so that they are one contiguous copy; then the greedy
-  // ones, which need only their argmax.
+  // Sampled rows that want logits first, so that they are one contiguous copy; then the others,
+  // which need only their token.
   out->row_of_seq.assign(plan.seqs.size(), -1);
-  bool any_greedy = false;
+  b.sample_params.clear();
+  b.penalty_start.assign(1, 0);
+  b.penalty_ids.clear();
+  b.penalty_counts.clear();
+  bool any_on_backend = false;
   for (int pass = 0; pass < 2; ++pass) {
     if (pass == 1) b.num_logit_rows = static_cast<int>(b.sample_rows.size());
     for (size_t r = 0; r < plan.seqs.size(); ++r) {
       if (!plan.seqs[r].sample) continue;
       const bool wants = wants_logits.empty() || wants_logits[r] != 0;
       if (wants != (pass == 0)) continue;
-      any_greedy |= !wants;
       out->row_of_seq[r] = static_cast<int>(b.sample_rows.size());
       b.sample_rows.push_back(b.query_start[r + 1] - 1);  // the sequence's last token
+      if (wants) continue;
+      any_on_backend = true;
+      if (sampling == nullptr) continue;
+      b.sample_params.push_back(sampling->params[r]);
+      const int32_t s0 = sampling->penalty_start[r], s1 = sampling->penalty_start[r + 1];
+      b.penalty_ids.insert(b.penalty_ids.end(), sampling->penalty_ids.begin() + s0,
+                           sampling->penalty_ids.begin() + s1);
+      b.penalty_counts.insert(b.penalty_counts.end(), sampling->penalty_counts.begin() + s0,
+                              sampling->penalty_counts.begin() + s1);
+      b.penalty_start.push_back(static_cast<int32_t>(b.penalty_ids.size()));
     }
   }
-  return model_->forward(b, cache_, &out->logits, any_greedy ? &out->greedy_ids : nullptr);
+  if (b.sample_params.empty()) b.penalty_start.clear();
+  return model_->forward(b, cache_, &out->logits, any_on_backend ? &out->ids : nullptr);
 }
 
 }  // namespace pagoda

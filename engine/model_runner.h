@@ -19,17 +19,28 @@ class ModelRunner {
 
   // What a step hands back for the sequences it samples.
   struct Sampled {
-    std::vector<float> logits;        // [L, vocab]: the rows of sequences that want logits
-    std::vector<int32_t> greedy_ids;  // [R]: the argmax of every sampled row (when any is greedy)
-    // Per plan.seqs entry: its sampled row (index into greedy_ids; < L into logits when it
+    std::vector<float> logits;  // [L, vocab]: the rows of sequences that want logits
+    // [R]: the token of every sampled row that does not want logits, chosen on the backend
+    // (the sample op, or its argmax without RowSampling); -1 for rows that want logits.
+    std::vector<int32_t> ids;
+    // Per plan.seqs entry: its sampled row (index into ids; < L into logits when it
     // wants logits), or -1 when it samples nothing this step.
     std::vector<int> row_of_seq;
   };
 
+  // How the backend samples the rows that do not want logits, per plan.seqs entry (entries of
+  // other rows are ignored): the sample op's row parameters and penalty tables.
+  struct RowSampling {
+    std::vector<SampleRowParams> params;  // [plan.seqs.size()]
+    std::vector<int32_t> penalty_start;   // [plan.seqs.size() + 1] into ids / counts
+    std::vector<int32_t> penalty_ids, penalty_counts;
+  };
+
   // Runs the plan. wants_logits (per plan.seqs entry; empty: all) says which sampled sequences
-  // need their logits on the host (the sampler's general path); the others get only their
-  // argmax, computed on the backend (their greedy choice).
-  Status execute(const StepPlan& plan, std::span<const uint8_t> wants_logits, Sampled* out);
+  // need their logits on the host (the sampler, for logprobs); the others get only their token,
+  // chosen on the backend: by `sampling` when given, else their argmax (the greedy choice).
+  Status execute(const StepPlan& plan, std::span<const uint8_t> wants_logits,
+                 const RowSampling* sampling, Sampled* out);
   int vocab_size() const { return model_->config().vocab_size; }
 
  private:

@@ -3,6 +3,7 @@
 //  - stories260K in f32: 64 concurrent requests through the Engine give the ids each gives
 //    alone on the GPU, and the ids the CPU backend gives (greedy: any f32 difference large
 //    enough to flip an argmax would be a bug, not rounding).
+//  - stories260K with seeded sampling: the device sampler picks what the host sampler picks.
 //  - a synthetic llama3-1b in bf16 (random weights at the real shape: GQA 32/8, llama3 RoPE,
 //    vocab 128256): greedy ids on the GPU and the CPU agree for the first 32 tokens of each
 //    prompt, and at the first place they part the GPU's token is among the CPU's top 5 there
@@ -182,6 +183,56 @@ TEST(EngineGpuTest, StoriesF32DecodeGraphsMatchEagerSteps) {
   const LlamaModel::GraphStats st = (*graph_model)->graph_stats();
   EXPECT_EQ(st.failures, 0);
   EXPECT_GT(st.replays, 20);
+}
+
+// Sampling on the device (the default) against the host sampler on the same GPU logits: the
+// same tokens for seeded requests that use every step of the rule (temperature, top-k, top-p,
+// min-p, repetition / presence / frequency penalties, greedy with a penalty). The two engines
+// run the same schedule, so their logits are the same bits; only the sampler differs.
+TEST(EngineGpuTest, StoriesF32DeviceSamplingMatchesTheHostSampler) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  StatusOr<LoadedModel> loaded = load_model(kRoot + "/assets/models/stories260K");
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  auto gpu = make_backend("cuda:0/f32", 0);
+  ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
+  auto model = LlamaModel::create(*loaded, gpu->get());
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  std::mt19937 rng(21);
+  std::vector<Request> reqs;
+  for (int i = 0; i < 32; ++i) {
+    Request r;
+    r.prompt_ids = {1};
+    for (int k = 0, n = static_cast<int>(rng() % 50); k < n; ++k)
+      r.prompt_ids.push_back(3 + static_cast<int>(rng() % 500));
+    SamplingParams& p = r.params;
+    p.ignore_eos = true;
+    p.max_tokens = 16 + static_cast<int>(rng() % 24);
+    p.seed = 300 + i;
+    p.temperature = 0.6f + 0.1f * static_cast<float>(i % 8);
+    if (i % 3 == 0) p.top_k = 20 + i;
+    if (i % 4 == 1) p.top_p = 0.85f;
+    if (i % 5 == 2) p.min_p = 0.05f;
+    if (i % 2 == 1) {
+      p.repetition_penalty = 1.25f;
+      p.presence_penalty = 0.3f;
+      p.frequency_penalty = 0.15f;
+    }
+    if (i % 8 == 6) p.temperature = 0.0f;  // greedy, with or without a penalty
+    reqs.push_back(std::move(r));
+  }
+  EngineConfig config;
+  config.num_blocks = 256;
+  config.max_num_batched_tokens = 128;
+  auto on_device = Engine::create(model->get(), nullptr, config);
+  ASSERT_TRUE(on_device.ok()) << on_device.status().to_string();
+  const std::vector<Result> got = run_together(**on_device, reqs);
+  on_device->reset();  // one engine at a time on the model's workspace
+  config.device_sampling = false;
+  auto on_host = Engine::create(model->get(), nullptr, config);
+  ASSERT_TRUE(on_host.ok()) << on_host.status().to_string();
+  const std::vector<Result> want = run_together(**on_host, reqs);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].ids, want[i].ids) << "request " << i;
 }
 
 // Where greedy GPU ids first differ from the CPU's: index, or -1 when they never do.

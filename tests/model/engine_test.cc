@@ -73,8 +73,9 @@ class EngineTest : public StoriesModelTest {
     return results;
   }
 
-  // 64 requests: mixed prompt lengths (1..120 tokens), greedy and seeded sampling, a shared
-  // story prefix on some so the prefix cache has something to find.
+  // 64 requests: mixed prompt lengths (1..120 tokens), greedy and seeded sampling (top-p;
+  // top-k, min-p and penalties; greedy with a penalty), a shared story prefix on some so the
+  // prefix cache has something to find.
   static std::vector<Request> mixed_requests() {
     std::mt19937 rng(11);
     const std::vector<int> prefix =
@@ -100,6 +101,17 @@ class EngineTest : public StoriesModelTest {
         r.params.temperature = 0.8f;
         r.params.top_p = 0.9f;
         r.params.seed = 1000 + i;
+      } else if (i % 8 == 3) {  // every step of the sampler, penalties included
+        r.params.temperature = 1.1f;
+        r.params.top_k = 40;
+        r.params.min_p = 0.02f;
+        r.params.repetition_penalty = 1.3f;
+        r.params.presence_penalty = 0.4f;
+        r.params.frequency_penalty = 0.2f;
+        r.params.seed = 2000 + i;
+      } else if (i % 8 == 7) {  // greedy with a penalty: not the plain argmax
+        r.params.temperature = 0.0f;
+        r.params.repetition_penalty = 1.5f;
       } else {
         r.params.temperature = 0.0f;
       }
@@ -186,6 +198,7 @@ TEST_F(EngineTest, ConcurrentRequestsMatchAloneWithoutPrefixCaching) {
   config.num_blocks = 512;
   config.enable_prefix_caching = false;
   config.policy = SchedulingPolicy::kPriority;
+  config.device_sampling = false;  // the host sampler for every row: the same tokens
   int64_t preemptions = 0, cached = 0;
   expect_same_as_alone(config, &preemptions, &cached);
   EXPECT_EQ(cached, 0);
