@@ -227,6 +227,10 @@ class Backend {
   // Memory the backend could still allocate (host: MemAvailable; GPU: free device memory).
   // Sizes the KV cache from a fraction of memory.
   virtual StatusOr<size_t> available_memory_bytes() const = 0;
+  // Makes the scratch that ops would otherwise make on first use (GEMM workspaces, attention's
+  // split partials), so that a caller reserving memory up front (before sizing the KV cache)
+  // counts it and no step allocates. Idempotent; nothing to do on the CPU.
+  virtual Status reserve_scratch() { return OkStatus(); }
 
   virtual Status embedding(const EmbeddingArgs& a) = 0;
   virtual Status rms_norm(const RmsNormArgs& a) = 0;

@@ -184,6 +184,10 @@ KvCacheShape LlamaModel::kv_cache_shape(int num_blocks, int block_size) const {
 Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_rows) {
   if (tokens < 0 || seqs < 0 || block_entries < 0 || sample_rows < 0)
     return InvalidArgument("reserve: negative size");
+  if (!ws_.scratch_reserved) {  // the ops' own scratch, once: counted before the KV cache
+    PAGODA_RETURN_IF_ERROR(backend_->reserve_scratch());
+    ws_.scratch_reserved = true;
+  }
   Workspace& w = ws_;
   const size_t a = dtype_size(backend_->activation_dtype());
   const ModelConfig& c = config_;

@@ -121,6 +121,7 @@ class LlamaModel {
     // ids then counts (2 x capacity_penalties i32; reserved for 256 per row, grown on demand).
     DeviceBuffer sample_params, penalty_start, penalties;
     int capacity_penalties = 0;
+    bool scratch_reserved = false;  // Backend::reserve_scratch() has run
   };
 
   struct DecodeGraphs {

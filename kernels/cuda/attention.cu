@@ -583,6 +583,10 @@ Status attention_cuda(const AttentionArgs& a, cudaStream_t stream) {
   return run(a, stream, Shape::kAuto);
 }
 
+Status attention_reserve_scratch(cudaStream_t stream) {
+  return split_scratch(stream).status();
+}
+
 // Test hooks, declared again in tests/cuda/attention_test.cc (launchers.h is the backend's
 // interface, and these are not part of it): attention_cuda with the launch shape forced (split
 // CTAs: FailedPrecondition if the partials do not fit the scratch), and the split rule.

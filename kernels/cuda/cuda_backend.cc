@@ -62,6 +62,14 @@ class CudaBackend final : public Backend {
     return stream_.synchronize();
   }
 
+  Status reserve_scratch() override {
+    if (capturing_) return FailedPrecondition("cuda reserve_scratch: not while capturing a graph");
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    PAGODA_RETURN_IF_ERROR(cuda::matmul_reserve_workspace(stream_.get()));
+    return cuda::attention_reserve_scratch(stream_.get());
+  }
+
   StatusOr<size_t> available_memory_bytes() const override {
     cuda::ScopedDevice scoped(info_.index);
     PAGODA_RETURN_IF_ERROR(scoped.status());

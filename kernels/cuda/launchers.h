@@ -24,6 +24,12 @@ Status argmax_cuda(const ArgmaxArgs& a, cudaStream_t stream);           // argma
 Status sample_cuda(const SampleArgs& a, cudaStream_t stream);           // sample.cu
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);     // attention.cu
 Status check_attention_args(const AttentionArgs& a);  // attention_args.cu (host-side checks)
+// The split partials' scratch of `stream` (attention.cu), allocated now instead of at the first
+// long-context launch. Out of memory is not an error (long rows are walked instead).
+Status attention_reserve_scratch(cudaStream_t stream);
+// The cuBLASLt handle and workspace of `stream` (matmul.cu), made now instead of at the first
+// GEMM.
+Status matmul_reserve_workspace(cudaStream_t stream);
 inline constexpr int kAttentionMaxHeadDim = 256;  // attention.cu keeps dims in registers
 // attention.cu, for tests: the launch shape forced (split CTAs + merge, or one CTA per (row,
 // kv head, slice of its query heads) walking a long row's splits; both give the same bits),

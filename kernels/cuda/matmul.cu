@@ -317,6 +317,17 @@ Status check_args(const MatmulArgs& a) {
 
 }  // namespace
 
+Status matmul_reserve_workspace(cudaStream_t stream) {
+  int device = 0;
+  PAGODA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  LtState& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  PAGODA_RETURN_IF_ERROR(get_handle(s, device, &handle));
+  return get_workspace(s, device, stream, &workspace);
+}
+
 Status matmul_cuda(const MatmulArgs& a, cudaStream_t stream) {
   PAGODA_RETURN_IF_ERROR(check_args(a));
   const int64_t T = a.x.shape[0], K = a.x.shape[1], N = a.w.shape[0];
