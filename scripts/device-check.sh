@@ -145,7 +145,7 @@ status="ok"
 [[ $rc -eq 124 ]] && status="TIMED OUT after ${test_timeout} s"
 [[ $rc -ne 0 && $rc -ne 124 ]] && status="FAILED (exit $rc)"
 row "cuda tests" "$status: $passed passed, $failed failed, $skipped skipped ($(elapsed "$t"))"
-for suite in CudaMatmul CudaRmsNorm; do
+for suite in CudaMatmul CudaRmsNorm CudaAttention CudaSample EngineGpuTest; do
   p="$(grep -c "^\[       OK \] [A-Za-z0-9_/]*${suite}" "$logs/cuda_tests.log")"
   f="$(grep -c "^\[  FAILED  \] [A-Za-z0-9_/]*${suite}.*(" "$logs/cuda_tests.log")"
   row "  $suite*" "$p passed, $f failed"
@@ -181,6 +181,31 @@ for shape in llama3-1b llama3-8b; do
   fi
 done
 
+# ---- the serving mix through the Engine (issue 7): many requests at once, output tokens/s ----
+# llama3-1b only (8b would not fit the device time): 128 in / 512 out and 2048 in / 128 out.
+for mix in "128 512" "2048 128"; do
+  read -r in_len out_len <<<"$mix"
+  name="offline-llama3-1b-${in_len}in-${out_len}out"
+  if (($(date +%s) - t_start > ${OFFLINE_BEFORE_S:-300})); then
+    row "bench $name" "skipped: $(elapsed "$t_start") already spent"
+    continue
+  fi
+  echo "== pagoda-bench offline $name"
+  t=$(date +%s)
+  timeout 90 "$bench_bin" offline --shape llama3-1b --dtype bf16 --device cuda:0/bf16 \
+    --num-requests 256 --input-len "$in_len" --output-len "$out_len" --kv-cache-mb 24576 \
+    >"$logs/bench-$name.md" 2>"$logs/bench-$name.log"
+  brc=$?
+  if [[ $brc -eq 0 ]]; then
+    row "bench $name" "ok ($(elapsed "$t")): bench-$name.md"
+    bench_tables+=("$logs/bench-$name.md")
+  else
+    tail -5 "$logs/bench-$name.log"
+    row "bench $name" "FAILED (exit $brc, see bench-$name.log)"
+    overall=1
+  fi
+done
+
 # ---- compute-sanitizer on the kernel tests (memcheck; racecheck on the shared-memory ones) ---
 # Only the op tests: the whole-model tests would take minutes under the sanitizer. Skipped when
 # the run is already long, so the table still comes back within the device time.
@@ -196,7 +221,7 @@ elif (($(date +%s) - t_start > ${SANITIZER_AFTER_S:-330})); then
 else
   for tool in memcheck racecheck; do
     filter="$kernel_tests"
-    [[ $tool == racecheck ]] && filter='*Attention*:*RmsNorm*'
+    [[ $tool == racecheck ]] && filter='*Attention*:*RmsNorm*:*Sample*'
     t=$(date +%s)
     timeout 150 "$san" --tool "$tool" --error-exitcode 3 --print-limit 20 "$bin" \
       --gtest_color=no --gtest_filter="$filter" >"$logs/sanitizer-$tool.log" 2>&1
