@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -224,6 +226,22 @@ class Backend {
   virtual Status copy_from_host(void* dst, const void* src, size_t bytes) = 0;
   virtual Status copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual Status synchronize() = 0;
+  // Queues a host-to-device copy on the backend's stream and returns without waiting for it:
+  // ops queued later see the data; `src` must stay unchanged until the next synchronizing call
+  // (copy_to_host, synchronize). Default: copy_from_host.
+  virtual Status copy_from_host_async(void* dst, const void* src, size_t bytes) {
+    return copy_from_host(dst, src, bytes);
+  }
+  // Host memory to copy from asynchronously: page-locked on a GPU (the copy is then one DMA,
+  // with no staging by the driver); zeroed, 64-byte aligned host memory by default.
+  virtual StatusOr<DeviceBuffer> allocate_staging(size_t bytes) {
+    const size_t size = (bytes + 63) / 64 * 64;
+    void* p = size > 0 ? std::aligned_alloc(64, size) : nullptr;
+    if (size > 0 && p == nullptr)
+      return ResourceExhausted("allocate_staging: " + std::to_string(bytes) + " bytes");
+    if (p != nullptr) std::memset(p, 0, size);
+    return DeviceBuffer(p, bytes, [](void* q) { std::free(q); });
+  }
   // Memory the backend could still allocate (host: MemAvailable; GPU: free device memory).
   // Sizes the KV cache from a fraction of memory.
   virtual StatusOr<size_t> available_memory_bytes() const = 0;

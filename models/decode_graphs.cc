@@ -8,7 +8,8 @@
 //    (kv_write skips negative slots: they write no KV), seq_len 1 over block-table row 0 (they
 //    read block 0, which exists; their outputs are never copied back), and sample row Bp - 1;
 //  - block tables are always max_blocks_per_seq wide (unused entries 0);
-//  - the indices are uploaded before the replay, into the workspace buffers the graph reads;
+//  - the indices are uploaded before the replay (StepInputs: one asynchronous copy), into the
+//    regions the graph reads;
 //  - the graph records the KV cache and the workspace it saw: if either moved, recapture.
 // Rows are independent in every op (batch invariance), so a real row's output is the same
 // padded or not: tests/model/decode_graph_test.cc checks it bit for bit on the CPU, with a
@@ -70,9 +71,16 @@ Status LlamaModel::forward_decode_graph(const ForwardBatch& batch, KvCache& cach
                 p.block_tables.begin() + static_cast<size_t>(r) * W);
   p.sample_rows.assign(batch.sample_rows.begin(), batch.sample_rows.end());
   p.sample_rows.resize(bucket, bucket - 1);
+  // Sampling inputs as they are (the sample op runs outside the graph, on the real rows).
+  p.num_logit_rows = batch.num_logit_rows;
+  p.sample_params.assign(batch.sample_params.begin(), batch.sample_params.end());
+  p.penalty_start.assign(batch.penalty_start.begin(), batch.penalty_start.end());
+  p.penalty_ids.assign(batch.penalty_ids.begin(), batch.penalty_ids.end());
+  p.penalty_counts.assign(batch.penalty_counts.begin(), batch.penalty_counts.end());
 
-  PAGODA_RETURN_IF_ERROR(reserve(bucket, bucket, bucket * W, bucket));
-  PAGODA_RETURN_IF_ERROR(upload_indices(p));
+  PAGODA_RETURN_IF_ERROR(
+      reserve(bucket, bucket, bucket * W, bucket, static_cast<int>(batch.penalty_ids.size())));
+  PAGODA_RETURN_IF_ERROR(inputs_.upload(backend_, p));
   // Every K and V buffer the graphs write into: a new cache may reuse some old addresses and
   // not others, so one pointer is not enough to tell.
   g.cache_now.clear();

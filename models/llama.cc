@@ -181,8 +181,9 @@ KvCacheShape LlamaModel::kv_cache_shape(int num_blocks, int block_size) const {
   return s;
 }
 
-Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_rows) {
-  if (tokens < 0 || seqs < 0 || block_entries < 0 || sample_rows < 0)
+Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_rows,
+                           int penalties) {
+  if (tokens < 0 || seqs < 0 || block_entries < 0 || sample_rows < 0 || penalties < 0)
     return InvalidArgument("reserve: negative size");
   if (!ws_.scratch_reserved) {  // the ops' own scratch, once: counted before the KV cache
     PAGODA_RETURN_IF_ERROR(backend_->reserve_scratch());
@@ -199,7 +200,7 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
     if (!made.ok()) {
       // Some buffers may now be smaller than their group's capacity says: forget every
       // capacity, so the next reserve() checks each buffer's size again.
-      w.capacity_tokens = w.capacity_seqs = w.capacity_block_entries = w.capacity_sample_rows = 0;
+      w.capacity_tokens = w.capacity_sample_rows = 0;
       return made.status();
     }
     *b = std::move(made).value();
@@ -216,114 +217,46 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
     PAGODA_RETURN_IF_ERROR(grow(&w.residual, t * d * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.normed, t * std::max({d, q_dim, inter}) * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.wide, t * std::max(qkv_dim, 2 * inter) * a));
-    for (DeviceBuffer* b : {&w.token_ids, &w.positions, &w.slot_mapping})
-      PAGODA_RETURN_IF_ERROR(grow(b, t * sizeof(int32_t)));
     w.capacity_tokens = tokens;
-  }
-  if (seqs > w.capacity_seqs) {
-    PAGODA_RETURN_IF_ERROR(grow(&w.seq_lens, seqs * sizeof(int32_t)));
-    PAGODA_RETURN_IF_ERROR(grow(&w.query_start, (seqs + 1) * sizeof(int32_t)));
-    w.capacity_seqs = seqs;
-  }
-  if (block_entries > w.capacity_block_entries) {
-    PAGODA_RETURN_IF_ERROR(grow(&w.block_tables, block_entries * sizeof(int32_t)));
-    w.capacity_block_entries = block_entries;
   }
   // Logits are wanted for the sampled rows only (one per sequence in the engine), so these are
   // sized by R, not T: at 8192 tokens a [T, vocab] f32 buffer would be 1 GiB for vocab 32000.
   if (sample_rows > w.capacity_sample_rows) {
     const size_t r = static_cast<size_t>(sample_rows);
-    PAGODA_RETURN_IF_ERROR(grow(&w.sample_rows, r * sizeof(int32_t)));
     PAGODA_RETURN_IF_ERROR(grow(&w.picked, r * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.picked_normed, r * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.logits, r * c.vocab_size * sizeof(float)));
     PAGODA_RETURN_IF_ERROR(grow(&w.argmax, r * sizeof(int32_t)));
-    PAGODA_RETURN_IF_ERROR(grow(&w.sample_params, r * sizeof(SampleRowParams)));
-    PAGODA_RETURN_IF_ERROR(grow(&w.penalty_start, (r + 1) * sizeof(int32_t)));
     w.capacity_sample_rows = sample_rows;
   }
-  // Penalty tables: most requests have none; 256 distinct tokens per row before any growth.
-  if (const int want = std::max(w.capacity_penalties, 256 * sample_rows);
-      want > w.capacity_penalties) {
-    PAGODA_RETURN_IF_ERROR(grow(&w.penalties, 2 * static_cast<size_t>(want) * sizeof(int32_t)));
-    w.capacity_penalties = want;
-  }
-  if (grew) ++w.grows;
+  // The step's inputs (StepInputs); penalty tables: most requests have none, 256 distinct
+  // tokens per row before any growth (penalties >= 0 asks for more).
+  bool moved = false;
+  PAGODA_RETURN_IF_ERROR(inputs_.reserve(
+      backend_, {tokens, seqs, block_entries, sample_rows, std::max(penalties, 256 * sample_rows)},
+      &moved));
+  if (grew || moved) ++w.grows;
   return OkStatus();
 }
 
 size_t LlamaModel::workspace_bytes() const {
   const Workspace& w = ws_;
   size_t n = 0;
-  for (const DeviceBuffer* b :
-       {&w.hidden, &w.residual, &w.normed, &w.wide, &w.token_ids, &w.positions, &w.slot_mapping,
-        &w.query_start, &w.seq_lens, &w.block_tables, &w.sample_rows, &w.picked, &w.picked_normed,
-        &w.logits, &w.argmax, &w.sample_params, &w.penalty_start, &w.penalties})
+  for (const DeviceBuffer* b : {&w.hidden, &w.residual, &w.normed, &w.wide, &w.picked,
+                                &w.picked_normed, &w.logits, &w.argmax})
     n += b->size();
-  return n;
+  return n + inputs_.bytes();
 }
 
 TensorView LlamaModel::act(const DeviceBuffer& b, int64_t rows, int64_t cols) const {
   return TensorView(b.data(), backend_->activation_dtype(), {rows, cols}, backend_->device());
 }
 
-TensorView LlamaModel::idx(const DeviceBuffer& b, int64_t n) const {
-  return TensorView(b.data(), DType::kI32, {n}, backend_->device());
-}
-
-Status LlamaModel::upload_indices(const ForwardBatch& batch) {
-  auto up = [&](const DeviceBuffer& dst, const std::vector<int32_t>& src) {
-    return backend_->copy_from_host(dst.data(), src.data(), src.size() * sizeof(int32_t));
-  };
-  PAGODA_RETURN_IF_ERROR(up(ws_.token_ids, batch.token_ids));
-  PAGODA_RETURN_IF_ERROR(up(ws_.positions, batch.positions));
-  PAGODA_RETURN_IF_ERROR(up(ws_.slot_mapping, batch.slot_mapping));
-  PAGODA_RETURN_IF_ERROR(up(ws_.seq_lens, batch.seq_lens));
-  PAGODA_RETURN_IF_ERROR(up(ws_.query_start, batch.query_start));
-  PAGODA_RETURN_IF_ERROR(up(ws_.block_tables, batch.block_tables));
-  PAGODA_RETURN_IF_ERROR(up(ws_.sample_rows, batch.sample_rows));
-  return OkStatus();
-}
-
-Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
-                           std::vector<int32_t>* argmax_ids) {
-  const KvCacheShape& cs = cache.shape();
-  PAGODA_RETURN_IF_ERROR(batch.validate(cs.block_size, cs.num_blocks));
-  if (batch.num_logit_rows < -1 ||
-      batch.num_logit_rows > static_cast<int>(batch.sample_rows.size()))
-    return InvalidArgument("forward: num_logit_rows " + std::to_string(batch.num_logit_rows) +
-                           " is outside [-1, R = " + std::to_string(batch.sample_rows.size()) +
-                           "]");
-  if (cs.num_layers != config_.num_layers || cs.num_kv_heads != config_.num_kv_heads ||
-      cs.head_dim != config_.head_dim) {
-    return InvalidArgument("forward: the KV cache was made for another model shape");
-  }
-  if (const int bucket = decode_graph_bucket(batch); bucket > 0)
-    return forward_decode_graph(batch, cache, bucket, logits, argmax_ids);
-  const int64_t T = batch.num_tokens(), B = batch.num_seqs(),
-                R = static_cast<int64_t>(batch.sample_rows.size());
-  PAGODA_RETURN_IF_ERROR(reserve(static_cast<int>(T), static_cast<int>(B),
-                                 static_cast<int>(batch.block_tables.size()), static_cast<int>(R)));
-  PAGODA_RETURN_IF_ERROR(upload_indices(batch));
-  const bool ids = argmax_ids != nullptr && R > 0;
-  PAGODA_RETURN_IF_ERROR(
-      run_layers(cache, T, B, R, batch.max_blocks_per_seq, ids && batch.sample_params.empty()));
-  if (ids) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
-  return copy_outputs(batch, R, logits, argmax_ids);
-}
-
-Status LlamaModel::sample_on_device(const ForwardBatch& batch) {
-  if (batch.sample_params.empty()) return OkStatus();
-  const int64_t R = static_cast<int64_t>(batch.sample_rows.size());
-  const int64_t L = batch.num_logit_rows < 0 ? R : batch.num_logit_rows;
-  const int64_t S = static_cast<int64_t>(batch.sample_params.size());  // == R - L (validated)
+Status LlamaModel::check_penalties(const ForwardBatch& batch) {
+  if (batch.sample_params.empty() || batch.penalty_start.empty()) return OkStatus();
+  const std::vector<int32_t>& start = batch.penalty_start;
+  const int64_t S = static_cast<int64_t>(batch.sample_params.size());
   const int vocab = config_.vocab_size;
-  // The penalty tables, checked here: a device would apply a repeated id twice, and reads the
-  // table without bounds of its own.
-  std::vector<int32_t> no_start;
-  const std::vector<int32_t>& start = batch.penalty_start.empty() ? no_start : batch.penalty_start;
-  if (batch.penalty_start.empty()) no_start.assign(static_cast<size_t>(S + 1), 0);
-  const int64_t P = start.back();
   if (start[0] != 0) return InvalidArgument("forward: penalty_start must start at 0");
   penalty_seen_.resize(static_cast<size_t>(vocab), 0);
   Status bad = OkStatus();
@@ -348,32 +281,50 @@ Status LlamaModel::sample_on_device(const ForwardBatch& batch) {
       if (id >= 0 && id < vocab) penalty_seen_[id] = 0;
     }
   }
-  PAGODA_RETURN_IF_ERROR(bad);
-  if (P > ws_.capacity_penalties) {  // a long penalized context: grow (rare; between ops)
-    ws_.penalties = DeviceBuffer();
-    PAGODA_ASSIGN_OR_RETURN(ws_.penalties, backend_->allocate(2 * static_cast<size_t>(P) * 4));
-    ws_.capacity_penalties = static_cast<int>(P);
-    ++ws_.grows;
+  return bad;
+}
+
+Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
+                           std::vector<int32_t>* argmax_ids) {
+  const KvCacheShape& cs = cache.shape();
+  PAGODA_RETURN_IF_ERROR(batch.validate(cs.block_size, cs.num_blocks));
+  if (batch.num_logit_rows < -1 ||
+      batch.num_logit_rows > static_cast<int>(batch.sample_rows.size()))
+    return InvalidArgument("forward: num_logit_rows " + std::to_string(batch.num_logit_rows) +
+                           " is outside [-1, R = " + std::to_string(batch.sample_rows.size()) +
+                           "]");
+  if (cs.num_layers != config_.num_layers || cs.num_kv_heads != config_.num_kv_heads ||
+      cs.head_dim != config_.head_dim) {
+    return InvalidArgument("forward: the KV cache was made for another model shape");
   }
-  Backend& be = *backend_;
-  const Device dev = be.device();
-  PAGODA_RETURN_IF_ERROR(be.copy_from_host(ws_.sample_params.data(), batch.sample_params.data(),
-                                           S * sizeof(SampleRowParams)));
+  PAGODA_RETURN_IF_ERROR(check_penalties(batch));
+  if (const int bucket = decode_graph_bucket(batch); bucket > 0)
+    return forward_decode_graph(batch, cache, bucket, logits, argmax_ids);
+  const int64_t T = batch.num_tokens(), B = batch.num_seqs(),
+                R = static_cast<int64_t>(batch.sample_rows.size());
+  PAGODA_RETURN_IF_ERROR(reserve(static_cast<int>(T), static_cast<int>(B),
+                                 static_cast<int>(batch.block_tables.size()), static_cast<int>(R),
+                                 static_cast<int>(batch.penalty_ids.size())));
+  PAGODA_RETURN_IF_ERROR(inputs_.upload(backend_, batch));
+  const bool ids = argmax_ids != nullptr && R > 0;
   PAGODA_RETURN_IF_ERROR(
-      be.copy_from_host(ws_.penalty_start.data(), start.data(), (S + 1) * sizeof(int32_t)));
-  auto* ids = static_cast<int32_t*>(ws_.penalties.data());
-  int32_t* counts = ids + ws_.capacity_penalties;
-  if (P > 0) {
-    PAGODA_RETURN_IF_ERROR(be.copy_from_host(ids, batch.penalty_ids.data(), P * sizeof(int32_t)));
-    PAGODA_RETURN_IF_ERROR(
-        be.copy_from_host(counts, batch.penalty_counts.data(), P * sizeof(int32_t)));
-  }
+      run_layers(cache, T, B, R, batch.max_blocks_per_seq, ids && batch.sample_params.empty()));
+  if (ids) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
+  return copy_outputs(batch, R, logits, argmax_ids);
+}
+
+Status LlamaModel::sample_on_device(const ForwardBatch& batch) {
+  if (batch.sample_params.empty()) return OkStatus();
+  const int64_t R = static_cast<int64_t>(batch.sample_rows.size());
+  const int64_t L = batch.num_logit_rows < 0 ? R : batch.num_logit_rows;
+  const int64_t S = static_cast<int64_t>(batch.sample_params.size());  // == R - L (validated)
+  const int64_t P = static_cast<int64_t>(batch.penalty_ids.size());
+  const int vocab = config_.vocab_size;
+  const Device dev = backend_->device();
   float* logits = static_cast<float*>(ws_.logits.data()) + L * vocab;
-  return be.sample(
-      {TensorView(logits, DType::kF32, {S, vocab}, dev),
-       TensorView(ws_.sample_params.data(), DType::kI32, {S, kSampleRowWords}, dev),
-       TensorView(ws_.penalty_start.data(), DType::kI32, {S + 1}, dev),
-       TensorView(ids, DType::kI32, {P}, dev), TensorView(counts, DType::kI32, {P}, dev),
+  return backend_->sample(
+      {TensorView(logits, DType::kF32, {S, vocab}, dev), inputs_.sample_params(S),
+       inputs_.penalty_start(S + 1), inputs_.penalty_ids(P), inputs_.penalty_counts(P),
        TensorView(static_cast<int32_t*>(ws_.argmax.data()) + L, DType::kI32, {S}, dev)});
 }
 
@@ -394,14 +345,14 @@ Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, i
   const TensorView attn3(ws_.wide.data(), at, {T, H, hd}, dev);
   const TensorView gate_up = act(ws_.wide, T, 2 * inter);  // gate|up per token
   const TensorView mlp = act(ws_.normed, T, inter);        // silu(gate) * up
-  const TensorView positions = idx(ws_.positions, T);
+  const TensorView positions = inputs_.positions(T);
   const TensorView inv_freq(inv_freq_.data(), DType::kF32, {hd / 2}, dev);
-  const TensorView block_tables(ws_.block_tables.data(), DType::kI32, {B, max_blocks}, dev);
+  const TensorView block_tables = inputs_.block_tables(B, max_blocks);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   // The embeddings start the residual stream; every later layer adds its MLP output to it in
   // the fused add + norm that opens the next layer.
-  PAGODA_RETURN_IF_ERROR(be.embedding({embed_, idx(ws_.token_ids, T), residual}));
+  PAGODA_RETURN_IF_ERROR(be.embedding({embed_, inputs_.token_ids(T), residual}));
 
   for (const Layer& L : layers_) {
     if (&L == layers_.data()) {
@@ -413,10 +364,10 @@ Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, i
     PAGODA_RETURN_IF_ERROR(be.matmul({normed, L.w_qkv, L.b_qkv, qkv}));
     const size_t li = static_cast<size_t>(&L - layers_.data());
     PAGODA_RETURN_IF_ERROR(be.rope_kv_write(
-        {qkv, positions, inv_freq, idx(ws_.slot_mapping, T), q3, cache.k(li), cache.v(li)}));
+        {qkv, positions, inv_freq, inputs_.slot_mapping(T), q3, cache.k(li), cache.v(li)}));
     PAGODA_RETURN_IF_ERROR(
-        be.attention({q3, cache.k(li), cache.v(li), block_tables, idx(ws_.seq_lens, B),
-                      idx(ws_.query_start, B + 1), attn3, scale}));
+        be.attention({q3, cache.k(li), cache.v(li), block_tables, inputs_.seq_lens(B),
+                      inputs_.query_start(B + 1), attn3, scale}));
     PAGODA_RETURN_IF_ERROR(be.matmul({attn, L.wo, {}, hidden}));
     PAGODA_RETURN_IF_ERROR(be.rms_norm({hidden, residual, L.ffn_norm, normed, c.rms_norm_eps}));
     // One GEMM for gate and up; swiglu reads its [T, 2 inter] output.
@@ -428,7 +379,7 @@ Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, i
   if (R == 0) return OkStatus();
   PAGODA_RETURN_IF_ERROR(be.add({residual, hidden}));
   const TensorView picked = act(ws_.picked, R, d), picked_normed = act(ws_.picked_normed, R, d);
-  PAGODA_RETURN_IF_ERROR(be.gather_rows({residual, idx(ws_.sample_rows, R), picked}));
+  PAGODA_RETURN_IF_ERROR(be.gather_rows({residual, inputs_.sample_rows(R), picked}));
   PAGODA_RETURN_IF_ERROR(be.rms_norm({picked, {}, final_norm_, picked_normed, c.rms_norm_eps}));
   const TensorView out(ws_.logits.data(), DType::kF32, {R, c.vocab_size}, dev);
   PAGODA_RETURN_IF_ERROR(be.matmul({picked_normed, lm_head_, {}, out}));

@@ -8,6 +8,7 @@
 
 #include "kernels/ops.h"
 #include "models/kv_cache.h"
+#include "models/step_inputs.h"
 #include "models/weights.h"
 
 namespace pagoda {
@@ -67,11 +68,12 @@ class LlamaModel {
   Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
                  std::vector<int32_t>* argmax_ids = nullptr);
 
-  // Grows the activation workspace to hold a step of up to `tokens` tokens from `seqs`
-  // sequences with `block_entries` block-table entries in all and `sample_rows` rows of logits.
-  // forward() grows it on demand; a caller that reserves its largest step up front gets no
+  // Grows the activation workspace and the step inputs to hold a step of up to `tokens` tokens
+  // from `seqs` sequences with `block_entries` block-table entries in all, `sample_rows` rows
+  // of logits and `penalties` penalty-table entries (at least 256 per sample row are kept).
+  // forward() grows them on demand; a caller that reserves its largest step up front gets no
   // allocation inside a step (and sizes the KV cache from what is left).
-  Status reserve(int tokens, int seqs, int block_entries, int sample_rows);
+  Status reserve(int tokens, int seqs, int block_entries, int sample_rows, int penalties = 0);
   // How many times the workspace has grown (every buffer of one reserve() counts once).
   int64_t workspace_grows() const { return ws_.grows; }
   size_t workspace_bytes() const;
@@ -110,18 +112,11 @@ class LlamaModel {
   // than separate q, k, v, attn, gate, up buffers did unless inter > hidden + (2 H + 2 KV) hd.
   struct Workspace {
     int capacity_tokens = 0;
-    int capacity_seqs = 0;
-    int capacity_block_entries = 0;
     int capacity_sample_rows = 0;
-    int64_t grows = 0;
-    DeviceBuffer hidden, residual, normed, wide;  // [T, *]
-    DeviceBuffer token_ids, positions, slot_mapping, query_start, seq_lens, block_tables;
-    DeviceBuffer sample_rows, picked, picked_normed, logits, argmax;  // [R, *]
-    // The sample op's inputs: [R, kSampleRowWords] params, [R + 1] penalty_start, and penalty
-    // ids then counts (2 x capacity_penalties i32; reserved for 256 per row, grown on demand).
-    DeviceBuffer sample_params, penalty_start, penalties;
-    int capacity_penalties = 0;
-    bool scratch_reserved = false;  // Backend::reserve_scratch() has run
+    int64_t grows = 0;                                   // also counts moves of the step inputs
+    DeviceBuffer hidden, residual, normed, wide;         // [T, *]
+    DeviceBuffer picked, picked_normed, logits, argmax;  // [R, *]
+    bool scratch_reserved = false;                       // Backend::reserve_scratch() has run
   };
 
   struct DecodeGraphs {
@@ -157,12 +152,13 @@ class LlamaModel {
   StatusOr<TensorView> place_fused(const LoadedModel& loaded, const std::string& fused,
                                    const std::vector<std::pair<std::string, int64_t>>& parts,
                                    int64_t cols);
-  Status upload_indices(const ForwardBatch& batch);
+  // InvalidArgument unless every penalty id is in the vocabulary and distinct within its row
+  // and every count >= 0 (a device would apply a repeat twice, and trusts the table).
+  Status check_penalties(const ForwardBatch& batch);
   // The sample op on rows [L, L + batch.sample_params.size()) of the logits (no-op without
-  // sample_params), writing their ids into the argmax buffer. Checks the penalty tables.
+  // sample_params) with the uploaded parameters, writing their ids into the argmax buffer.
   Status sample_on_device(const ForwardBatch& batch);
   TensorView act(const DeviceBuffer& b, int64_t rows, int64_t cols) const;
-  TensorView idx(const DeviceBuffer& b, int64_t n) const;
 
   ModelConfig config_;
   Backend* backend_ = nullptr;
@@ -173,6 +169,7 @@ class LlamaModel {
   std::vector<uint8_t> penalty_seen_;  // [vocab], all zero between calls: distinct-id check
   DeviceBuffer inv_freq_;
   Workspace ws_;
+  StepInputs inputs_;  // the step's indices and sampling inputs, one upload per step
   DecodeGraphs graphs_;
 };
 

@@ -47,6 +47,20 @@ class CudaBackend final : public Backend {
     PAGODA_RETURN_IF_ERROR(scoped.status());
     return cuda::copy_host_to_device(dst, src, bytes, stream_.get());
   }
+  Status copy_from_host_async(void* dst, const void* src, size_t bytes) override {
+    if (capturing_)
+      return FailedPrecondition("cuda copy_from_host_async: not allowed while capturing a graph");
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    return cuda::copy_host_to_device_async(dst, src, bytes, stream_.get());
+  }
+  StatusOr<DeviceBuffer> allocate_staging(size_t bytes) override {
+    if (capturing_)
+      return FailedPrecondition("cuda allocate_staging: not allowed while capturing a graph");
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    return cuda::allocate_pinned(bytes);
+  }
   Status copy_to_host(void* dst, const void* src, size_t bytes) override {
     if (capturing_)
       return FailedPrecondition("cuda copy_to_host: not allowed while capturing a graph");

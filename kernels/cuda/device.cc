@@ -1,6 +1,7 @@
 #include "kernels/cuda/device.h"
 
 #include <cstdio>
+#include <cstring>
 #include <utility>
 
 namespace pagoda::cuda {
@@ -163,6 +164,28 @@ StatusOr<DeviceBuffer> DeviceAllocator::allocate(size_t bytes, cudaStream_t stre
 
 Status copy_host_to_device(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
   return copy(dst, src, bytes, cudaMemcpyHostToDevice, stream);
+}
+
+Status copy_host_to_device_async(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return OkStatus();
+  if (dst == nullptr || src == nullptr)
+    return InvalidArgument("cuda copy_from_host_async: null pointer for " + std::to_string(bytes) +
+                           " bytes");
+  PAGODA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+  return OkStatus();
+}
+
+StatusOr<DeviceBuffer> allocate_pinned(size_t bytes) {
+  if (bytes == 0) return DeviceBuffer();
+  void* ptr = nullptr;
+  const cudaError_t err = cudaHostAlloc(&ptr, bytes, cudaHostAllocDefault);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return ResourceExhausted("cuda: cannot allocate " + std::to_string(bytes) +
+                             " bytes of page-locked host memory: " + cudaGetErrorString(err));
+  }
+  std::memset(ptr, 0, bytes);
+  return DeviceBuffer(ptr, bytes, [](void* p) { (void)cudaFreeHost(p); });
 }
 
 Status copy_device_to_host(void* dst, const void* src, size_t bytes, cudaStream_t stream) {

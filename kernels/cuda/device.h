@@ -99,6 +99,10 @@ class DeviceAllocator {
 // Copies queued on `stream` and waited for: synchronous from the host's view. Host memory may
 // be pageable. bytes == 0 is a no-op.
 Status copy_host_to_device(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+// Queued on `stream`, not waited for: `src` must stay as it is until the stream has done it.
+Status copy_host_to_device_async(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+// Page-locked host memory (cudaHostAlloc), zeroed; freed with cudaFreeHost.
+StatusOr<DeviceBuffer> allocate_pinned(size_t bytes);
 Status copy_device_to_host(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 Status copy_device_to_device(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 

@@ -31,7 +31,13 @@ class RecordingBackend final : public Backend {
   }
   Status copy_from_host(void* dst, const void* src, size_t bytes) override {
     if (capturing_) return FailedPrecondition("copy_from_host while capturing");
+    ++sync_uploads;
     return inner_->copy_from_host(dst, src, bytes);
+  }
+  Status copy_from_host_async(void* dst, const void* src, size_t bytes) override {
+    if (capturing_) return FailedPrecondition("copy_from_host_async while capturing");
+    ++async_uploads;
+    return inner_->copy_from_host_async(dst, src, bytes);
   }
   Status copy_to_host(void* dst, const void* src, size_t bytes) override {
     if (capturing_) return FailedPrecondition("copy_to_host while capturing");
@@ -89,6 +95,11 @@ class RecordingBackend final : public Backend {
 
   std::unique_ptr<Backend> inner_;
   bool capturing_ = false;
+
+ public:
+  int64_t sync_uploads = 0, async_uploads = 0;
+
+ private:
   std::vector<std::function<Status()>> recording_;
   std::map<int64_t, std::vector<std::function<Status()>>> graphs_;
 };
@@ -203,6 +214,62 @@ TEST_F(DecodeGraphTest, RecapturesWhenTheCacheMoves) {
   EXPECT_EQ(graphed_->graph_stats().replays, 3);
 }
 
+// A step's inputs go over in one asynchronous copy (two with penalty tables), not one
+// synchronous copy per array (StepInputs), in eager and in replayed steps; with device sampling
+// the ids match the eager model's.
+TEST_F(DecodeGraphTest, EachStepUploadsItsInputsInOneOrTwoAsynchronousCopies) {
+  auto* rec = static_cast<RecordingBackend*>(graph_backend_.get());
+  ASSERT_TRUE(graphed_->enable_decode_graphs({4}, 4).ok());
+  auto eager_cache = KvCache::create(eager_backend_.get(), eager_->kv_cache_shape(32, 16));
+  auto graph_cache = KvCache::create(graph_backend_.get(), graphed_->kv_cache_shape(32, 16));
+  ASSERT_TRUE(eager_cache.ok() && graph_cache.ok());
+  ASSERT_TRUE(graphed_->reserve(64, 8, 64, 8).ok());
+  for (int step = 0; step < 6; ++step) {
+    for (bool penalties : {false, true}) {
+      ForwardBatch b = decode_rows(3, 2 * step + penalties);
+      b.num_logit_rows = 1;
+      for (int r = 1; r < 3; ++r) {
+        SampleRowParams p;
+        p.temperature = 0.8f;
+        p.top_k = 50;
+        p.seed_lo = 17 + r;
+        p.position_lo = static_cast<uint32_t>(b.positions[b.sample_rows[r]] + 1);
+        if (penalties) p.repetition_penalty = 1.4f;
+        b.sample_params.push_back(p);
+      }
+      if (penalties) {
+        b.penalty_start = {0, 2, 3};
+        b.penalty_ids = {b.token_ids[0], 7, b.token_ids[1]};
+        b.penalty_counts = {1, 0, 2};
+      }
+      std::vector<float> want_logits, got_logits;
+      std::vector<int32_t> want_ids, got_ids;
+      ASSERT_TRUE(eager_->forward(b, *eager_cache, &want_logits, &want_ids).ok());
+      const int64_t sync0 = rec->sync_uploads, async0 = rec->async_uploads;
+      const Status s = graphed_->forward(b, *graph_cache, &got_logits, &got_ids);
+      ASSERT_TRUE(s.ok()) << s.to_string();
+      EXPECT_EQ(rec->sync_uploads - sync0, 0) << "step " << step;
+      EXPECT_EQ(rec->async_uploads - async0, penalties ? 2 : 1) << "step " << step;
+      EXPECT_EQ(got_ids, want_ids) << "step " << step;
+      EXPECT_EQ(got_ids[0], -1) << "the logits row has no id";
+      EXPECT_EQ(got_logits, want_logits) << "step " << step;
+    }
+  }
+  EXPECT_GT(graphed_->graph_stats().replays, 8);
+  // A repeated penalty id is refused before anything runs.
+  ForwardBatch bad = decode_rows(2, 0);
+  bad.num_logit_rows = 0;
+  bad.sample_params.resize(2);
+  bad.penalty_start = {0, 2, 2};
+  bad.penalty_ids = {5, 5};
+  bad.penalty_counts = {0, 1};
+  std::vector<float> logits;
+  std::vector<int32_t> ids;
+  const Status refused = graphed_->forward(bad, *graph_cache, &logits, &ids);
+  EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument) << refused.to_string();
+  EXPECT_NE(refused.message().find("repeated"), std::string::npos) << refused.message();
+}
+
 TEST_F(DecodeGraphTest, BackendsWithoutGraphsStayEager) {
   ASSERT_TRUE(eager_->enable_decode_graphs({1, 2}, 4).ok());
   auto cache = KvCache::create(eager_backend_.get(), eager_->kv_cache_shape(16, 16));
@@ -270,6 +337,12 @@ TEST_F(DecodeGraphTest, EngineWithGraphsGivesWhatTheEagerEngineGives) {
       r.params.temperature = 0.0f;
     }
     if (i % 5 == 0) r.params.logprobs = 3;
+    if (i % 6 == 4) {  // penalties: the device sampler's tables, beside replayed graphs
+      r.params.temperature = 0.7f;
+      r.params.repetition_penalty = 1.3f;
+      r.params.frequency_penalty = 0.2f;
+      r.params.seed = 500 + i;
+    }
     reqs.push_back(std::move(r));
   }
   const std::vector<Generation> want = generate(eager_.get(), false, reqs);
