@@ -23,6 +23,7 @@ TEST(ServeConfigTest, DefaultsListenOnLoopback) {
   EXPECT_EQ(c->engine.policy, SchedulingPolicy::kFcfs);
   EXPECT_TRUE(c->engine.enable_prefix_caching);
   EXPECT_FALSE(c->engine.decode_graphs);
+  EXPECT_TRUE(c->engine.device_sampling);
 }
 
 TEST(ServeConfigTest, FileValuesAndFlagsOverrideThem) {
@@ -32,6 +33,7 @@ max_num_seqs: 8
 policy: priority
 prefix-caching: false
 cuda-graphs: true
+device-sampling: false
 drain_timeout: 2.5
 )");
   auto c = parse_serve_config({"--config", path, "--port", "7000"});
@@ -41,6 +43,7 @@ drain_timeout: 2.5
   EXPECT_EQ(c->engine.policy, SchedulingPolicy::kPriority);
   EXPECT_FALSE(c->engine.enable_prefix_caching);
   EXPECT_TRUE(c->engine.decode_graphs);
+  EXPECT_FALSE(c->engine.device_sampling);
   EXPECT_DOUBLE_EQ(c->drain_timeout_seconds, 2.5);
 }
 
@@ -61,6 +64,7 @@ TEST(ServeConfigTest, ErrorsNameTheKeyOrFlag) {
   expect_error({"--policy", "random"}, "--policy must be fcfs or priority");
   expect_error({"--prefix-caching", "maybe"}, "--prefix-caching must be true or false");
   expect_error({"--cuda-graphs", "yes"}, "--cuda-graphs must be true or false");
+  expect_error({"--device-sampling", "1"}, "--device-sampling must be true or false");
   expect_error({"--bogus", "1"}, "unknown flag --bogus");
   expect_error({"--config"}, "--config needs a value");
 }
