@@ -83,6 +83,21 @@ inline DeviceTensor upload(Backend& backend, const std::vector<float>& values, D
   return d;
 }
 
+// Uploads i32 indices (token ids, positions, slots) as a [n] view, bytes as they are.
+inline DeviceTensor upload_ids(Backend& backend, const std::vector<int32_t>& ids) {
+  DeviceTensor d;
+  auto buf = backend.allocate(ids.size() * sizeof(int32_t) + 16);
+  EXPECT_TRUE(buf.ok()) << buf.status().to_string();
+  if (!buf.ok()) return d;
+  d.buffer = std::move(buf).value();
+  const Status s =
+      backend.copy_from_host(d.buffer.data(), ids.data(), ids.size() * sizeof(int32_t));
+  EXPECT_TRUE(s.ok()) << s.to_string();
+  d.view =
+      TensorView(d.buffer.data(), DType::kI32, {static_cast<int64_t>(ids.size())}, Device::kCuda);
+  return d;
+}
+
 inline std::vector<float> download(Backend& backend, const TensorView& v) {
   std::vector<uint8_t> bytes(v.nbytes());
   const Status s = backend.copy_to_host(bytes.data(), v.data, bytes.size());

@@ -26,6 +26,7 @@ using testing::download;
 using testing::poison;
 using testing::random_values;
 using testing::upload;
+using testing::upload_ids;
 
 // Tolerance relative to max(|want|, 1): f32 differs from the CPU only in a few ulps (sincosf,
 // expf); bf16 adds one output rounding (2^-9 relative).
@@ -62,18 +63,6 @@ TensorView host(std::vector<float>& v, std::initializer_list<int64_t> dims) {
 }
 TensorView host(std::vector<int32_t>& v, std::initializer_list<int64_t> dims) {
   return TensorView(v.data(), DType::kI32, dims);
-}
-
-DeviceTensor upload_ids(Backend& b, const std::vector<int32_t>& ids) {
-  DeviceTensor d;
-  auto buf = b.allocate(ids.size() * sizeof(int32_t) + 16);
-  EXPECT_TRUE(buf.ok()) << buf.status().to_string();
-  if (!buf.ok()) return d;
-  d.buffer = std::move(buf).value();
-  EXPECT_TRUE(b.copy_from_host(d.buffer.data(), ids.data(), ids.size() * sizeof(int32_t)).ok());
-  d.view =
-      TensorView(d.buffer.data(), DType::kI32, {static_cast<int64_t>(ids.size())}, Device::kCuda);
-  return d;
 }
 
 std::string tag(DType act) {

@@ -26,6 +26,7 @@ using testing::download;
 using testing::poison;
 using testing::random_values;
 using testing::upload;
+using testing::upload_ids;
 
 // Same bits, NaN matching NaN (untouched poisoned cache rows).
 void expect_same(const std::vector<float>& got, const std::vector<float>& want,
@@ -55,18 +56,6 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
       ++bad;
     }
   }
-}
-
-DeviceTensor upload_ids(Backend& b, const std::vector<int32_t>& ids) {
-  DeviceTensor d;
-  auto buf = b.allocate(ids.size() * sizeof(int32_t) + 16);
-  EXPECT_TRUE(buf.ok()) << buf.status().to_string();
-  if (!buf.ok()) return d;
-  d.buffer = std::move(buf).value();
-  EXPECT_TRUE(b.copy_from_host(d.buffer.data(), ids.data(), ids.size() * sizeof(int32_t)).ok());
-  d.view =
-      TensorView(d.buffer.data(), DType::kI32, {static_cast<int64_t>(ids.size())}, Device::kCuda);
-  return d;
 }
 
 // ---- rope_kv_write ---------------------------------------------------------------------------

@@ -109,8 +109,11 @@ TEST_P(CudaMatmulTest, MatchesCpu) {
 
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
   const auto [T, K, N, act, out_dt, with_bias] = info.param;
-  return "T" + std::to_string(T) + "_K" + std::to_string(K) + "_N" + std::to_string(N) + "_" +
-         dtype_name(act) + "_out_" + dtype_name(out_dt) + (with_bias ? "_bias" : "");
+  std::string name = "T";  // appended piece by piece: g++ 12 warns (-Wrestrict) on one chain
+  name += std::to_string(T) + "_K" + std::to_string(K) + "_N" + std::to_string(N);
+  name += std::string("_") + dtype_name(act) + "_out_" + dtype_name(out_dt);
+  if (with_bias) name += "_bias";
+  return name;
 }
 
 INSTANTIATE_TEST_SUITE_P(F32, CudaMatmulTest,
