@@ -20,6 +20,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "models/llama.h"
 #include "models/synthetic.h"
+#include "tests/model/request_stream.h"
 
 namespace pagoda {
 namespace {
@@ -33,22 +34,10 @@ struct Result {
 };
 
 Result collect(OutputChannel& ch) {
-  Result r;
-  for (;;) {
-    std::optional<RequestOutput> out = ch.next(std::chrono::seconds(300));
-    if (!out) {
-      ADD_FAILURE() << "no output within 300 s";
-      return r;
-    }
-    r.ids.insert(r.ids.end(), out->new_token_ids.begin(), out->new_token_ids.end());
-    for (TokenLogprobs& lp : out->logprobs) r.logprobs.push_back(std::move(lp));
-    if (out->finished) {
-      r.finish = out->finish_reason;
-      if (out->finish_reason == FinishReason::kError)
-        ADD_FAILURE() << "request failed: " << out->error.to_string();
-      return r;
-    }
-  }
+  testing::Collected c = testing::collect(ch, std::chrono::seconds(300));
+  if (c.last.finish_reason == FinishReason::kError)
+    ADD_FAILURE() << "request failed: " << c.last.error.to_string();
+  return {std::move(c.ids), std::move(c.logprobs), c.last.finish_reason};
 }
 
 // Submits every request at once (from this thread; the engine batches them) and collects all.

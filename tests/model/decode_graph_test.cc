@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
+#include "tests/model/request_stream.h"
 
 namespace pagoda {
 namespace {
@@ -299,18 +300,8 @@ std::vector<Generation> generate(LlamaModel* model, bool graphs, const std::vect
   for (const Request& r : reqs) handles.push_back((*engine)->submit(r).value());
   std::vector<Generation> out;
   for (RequestHandle& h : handles) {
-    Generation g;
-    for (;;) {
-      std::optional<RequestOutput> o = h.outputs->next(std::chrono::seconds(60));
-      if (!o) {
-        ADD_FAILURE() << "no output within 60 s";
-        break;
-      }
-      g.ids.insert(g.ids.end(), o->new_token_ids.begin(), o->new_token_ids.end());
-      for (TokenLogprobs& lp : o->logprobs) g.logprobs.push_back(std::move(lp));
-      if (o->finished) break;
-    }
-    out.push_back(std::move(g));
+    testing::Collected c = testing::collect(*h.outputs);
+    out.push_back({std::move(c.ids), std::move(c.logprobs)});
   }
   // The engine publishes the model's graph counters (what /metrics shows).
   const EngineStats st = (*engine)->stats();

@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
+#include "tests/model/request_stream.h"
 #include "tests/model/stories_fixture.h"
 #include "tokenizer/tokenizer.h"
 
@@ -22,36 +23,20 @@ const std::string kRoot = PAGODA_SOURCE_DIR;
 
 class EngineLogprobsTest : public StoriesModelTest {
  protected:
-  struct Collected {
-    std::vector<int> ids;
-    std::vector<TokenLogprobs> logprobs;
-    RequestOutput last;
-  };
+  using Collected = testing::Collected;
 
   // Every message's logprobs line up with its tokens (or are absent when not asked for).
   static Collected collect(OutputChannel& ch, int num_top) {
-    Collected c;
-    for (;;) {
-      auto out = ch.next(std::chrono::seconds(60));
-      if (!out) {
-        ADD_FAILURE() << "no output within 60 s";
-        return c;
-      }
+    return testing::collect(ch, std::chrono::seconds(60), [num_top](const RequestOutput& out) {
       if (num_top > 0) {
-        EXPECT_EQ(out->logprobs.size(), out->new_token_ids.size());
-        for (size_t i = 0; i < out->logprobs.size() && i < out->new_token_ids.size(); ++i) {
-          EXPECT_EQ(out->logprobs[i].token_id, out->new_token_ids[i]);
+        EXPECT_EQ(out.logprobs.size(), out.new_token_ids.size());
+        for (size_t i = 0; i < out.logprobs.size() && i < out.new_token_ids.size(); ++i) {
+          EXPECT_EQ(out.logprobs[i].token_id, out.new_token_ids[i]);
         }
       } else {
-        EXPECT_TRUE(out->logprobs.empty());
+        EXPECT_TRUE(out.logprobs.empty());
       }
-      c.ids.insert(c.ids.end(), out->new_token_ids.begin(), out->new_token_ids.end());
-      c.logprobs.insert(c.logprobs.end(), out->logprobs.begin(), out->logprobs.end());
-      if (out->finished) {
-        c.last = std::move(*out);
-        return c;
-      }
-    }
+    });
   }
 
   static std::vector<Collected> run_all(const std::vector<Request>& reqs) {

@@ -11,6 +11,7 @@
 
 #include "engine/batch_generator.h"
 #include "kernels/backend_factory.h"
+#include "tests/model/request_stream.h"
 #include "tests/model/stories_fixture.h"
 #include "tests/model/stories_reference.h"
 
@@ -21,30 +22,8 @@ const std::string kRoot = PAGODA_SOURCE_DIR;
 
 class EngineTest : public StoriesModelTest {
  protected:
-  struct Collected {
-    std::vector<int> ids;
-    std::string text;
-    RequestOutput last;
-    int messages = 0;
-  };
-
-  static Collected collect(OutputChannel& ch) {
-    Collected c;
-    for (;;) {
-      auto out = ch.next(std::chrono::seconds(60));
-      if (!out) {
-        ADD_FAILURE() << "no output within 60 s";
-        return c;
-      }
-      c.ids.insert(c.ids.end(), out->new_token_ids.begin(), out->new_token_ids.end());
-      c.text += out->text;
-      ++c.messages;
-      if (out->finished) {
-        c.last = std::move(*out);
-        return c;
-      }
-    }
-  }
+  using Collected = testing::Collected;
+  static Collected collect(OutputChannel& ch) { return testing::collect(ch); }
 
   // What a request gives alone, through the independent BatchGenerator harness.
   static std::vector<int> alone(const Request& r) {
