@@ -127,6 +127,7 @@ constexpr const char* kUsage =
     "                          [--num-requests 64] [--input-len 64] [--output-len 64]\n"
     "                          [--max-num-seqs 256] [--max-batched-tokens 2048] [--kv-cache-mb "
     "512]\n"
+    "                          [--temperature 0] [--top-p 1] [--device-sampling true]\n"
     "       pagoda-bench device [--shape llama3-1b] [--dtype bf16] [--device cuda:0/bf16]\n"
     "                          [--batches 1,8,64] [--context 1024] [--prompt-len 2048]\n"
     "                          [--decode-steps 32] [--threads N] [--json FILE]\n"

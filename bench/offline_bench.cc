@@ -1,6 +1,7 @@
 // pagoda-bench offline: N requests of fixed input/output lengths through the Engine at once, on
 // a synthetic model; prints output tokens/s and, measured in the same run, the single-request
-// decode rate, so the gain from batching shows as a ratio.
+// decode rate, so the gain from batching shows as a ratio. Greedy by default; --temperature T
+// (with --top-p) samples, seeded, on the backend or, with --device-sampling false, on the host.
 #include <chrono>
 #include <cstdio>
 
@@ -21,8 +22,14 @@ struct RunResult {
   int64_t preemptions = 0;
 };
 
+// Sampling of every request: greedy unless temperature > 0 (then seeded, with top_p).
+struct Sampling {
+  float temperature = 0.0f;
+  float top_p = 1.0f;
+};
+
 StatusOr<RunResult> run_requests(LlamaModel* model, const EngineConfig& config, int num_requests,
-                                 int input_len, int output_len) {
+                                 int input_len, int output_len, const Sampling& sampling) {
   PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(model, nullptr, config));
   const int vocab = model->config().vocab_size;
   std::vector<RequestHandle> handles;
@@ -31,7 +38,9 @@ StatusOr<RunResult> run_requests(LlamaModel* model, const EngineConfig& config, 
     Request r;
     r.prompt_ids.resize(input_len);
     for (int k = 0; k < input_len; ++k) r.prompt_ids[k] = (i * 7919 + k * 104729) % vocab;
-    r.params.temperature = 0;
+    r.params.temperature = sampling.temperature;
+    r.params.top_p = sampling.top_p;
+    if (sampling.temperature > 0) r.params.seed = 1000 + i;
     r.params.ignore_eos = true;
     r.params.max_tokens = output_len;
     PAGODA_ASSIGN_OR_RETURN(RequestHandle h, engine->submit(std::move(r)));
@@ -61,13 +70,23 @@ Status run_offline_bench(const std::vector<std::string>& args) {
   PAGODA_ASSIGN_OR_RETURN(
       Flags flags,
       Flags::parse(args, {"shape", "dtype", "threads", "num-requests", "input-len", "output-len",
-                          "max-num-seqs", "max-batched-tokens", "kv-cache-mb", "device"}));
+                          "max-num-seqs", "max-batched-tokens", "kv-cache-mb", "device",
+                          "temperature", "top-p", "device-sampling"}));
   PAGODA_ASSIGN_OR_RETURN(int64_t n, flags.get_int("num-requests", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t in_len, flags.get_int("input-len", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t out_len, flags.get_int("output-len", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t max_seqs, flags.get_int("max-num-seqs", 256, 1, 1 << 16));
   PAGODA_ASSIGN_OR_RETURN(int64_t budget, flags.get_int("max-batched-tokens", 2048, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t kv_mb, flags.get_int("kv-cache-mb", 512, 1, 1 << 20));
+  Sampling sampling;
+  PAGODA_ASSIGN_OR_RETURN(double temperature, flags.get_double("temperature", 0.0, 0.0, 100.0));
+  PAGODA_ASSIGN_OR_RETURN(double top_p, flags.get_double("top-p", 1.0, 1e-6, 1.0));
+  sampling.temperature = static_cast<float>(temperature);
+  sampling.top_p = static_cast<float>(top_p);
+  const std::string device_sampling = flags.get_string("device-sampling", "true");
+  if (device_sampling != "true" && device_sampling != "false")
+    return InvalidArgument("--device-sampling must be true or false, got '" + device_sampling +
+                           "'");
   PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticRig> rig,
                           build_synthetic_rig(flags, "stories260K", "f32", in_len + out_len,
                                               "--input-len + --output-len"));
@@ -82,21 +101,31 @@ Status run_offline_bench(const std::vector<std::string>& args) {
   ec.kv_cache_bytes = static_cast<size_t>(kv_mb) << 20;
   ec.max_model_len = static_cast<int>(in_len + out_len);
   ec.enable_prefix_caching = false;  // distinct prompts; keep the comparison about batching
+  ec.device_sampling = device_sampling == "true";
 
   PAGODA_ASSIGN_OR_RETURN(RunResult single, run_requests(model, ec, 1, static_cast<int>(in_len),
-                                                         static_cast<int>(out_len)));
+                                                         static_cast<int>(out_len), sampling));
   PAGODA_ASSIGN_OR_RETURN(RunResult batch,
                           run_requests(model, ec, static_cast<int>(n), static_cast<int>(in_len),
-                                       static_cast<int>(out_len)));
+                                       static_cast<int>(out_len), sampling));
   const double single_tps = single.output_tokens / single.seconds;
   const double batch_tps = batch.output_tokens / batch.seconds;
+  char how[96];
+  if (sampling.temperature > 0) {
+    std::snprintf(how, sizeof(how), "T %.2f, top-p %.2f, %s", sampling.temperature, sampling.top_p,
+                  ec.device_sampling ? "on the backend" : "on the host");
+  } else {
+    std::snprintf(how, sizeof(how), "greedy");
+  }
   std::printf(
-      "| shape | dtype | backend | requests | in | out | output tok/s | single-request tok/s | "
-      "batching gain | preemptions |\n|---|---|---|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %s | %s | %lld | %lld | %lld | %.1f | %.1f | %.2fx | %lld |\n", shape.c_str(),
-              dtype_name(dtype), backend->name().c_str(), static_cast<long long>(n),
-              static_cast<long long>(in_len), static_cast<long long>(out_len), batch_tps,
-              single_tps, batch_tps / single_tps, static_cast<long long>(batch.preemptions));
+      "| shape | dtype | backend | sampling | requests | in | out | output tok/s | "
+      "single-request tok/s | batching gain | preemptions |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %s | %s | %s | %lld | %lld | %lld | %.1f | %.1f | %.2fx | %lld |\n",
+              shape.c_str(), dtype_name(dtype), backend->name().c_str(), how,
+              static_cast<long long>(n), static_cast<long long>(in_len),
+              static_cast<long long>(out_len), batch_tps, single_tps, batch_tps / single_tps,
+              static_cast<long long>(batch.preemptions));
   return OkStatus();
 }
 

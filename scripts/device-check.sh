@@ -207,10 +207,17 @@ for shape in llama3-1b llama3-8b; do
 done
 
 # ---- the serving mix through the Engine (issue 7): many requests at once, output tokens/s ----
-# llama3-1b only (8b would not fit the device time): 128 in / 512 out and 2048 in / 128 out.
-for mix in "128 512" "2048 128"; do
-  read -r in_len out_len <<<"$mix"
-  name="offline-llama3-1b-${in_len}in-${out_len}out"
+# llama3-1b only (8b would not fit the device time): 128 in / 512 out and 2048 in / 128 out,
+# greedy; then 128 / 512 sampled (T 0.8, top-p 0.95) on the device and on the host sampler.
+offline_runs=(
+  "128in-512out|--input-len 128 --output-len 512"
+  "2048in-128out|--input-len 2048 --output-len 128"
+  "128in-512out-sampled-device|--input-len 128 --output-len 512 --temperature 0.8 --top-p 0.95"
+  "128in-512out-sampled-host|--input-len 128 --output-len 512 --temperature 0.8 --top-p 0.95 --device-sampling false"
+)
+for run in "${offline_runs[@]}"; do
+  name="offline-llama3-1b-${run%%|*}"
+  read -r -a run_args <<<"${run#*|}"
   if (($(date +%s) - t_start > ${OFFLINE_BEFORE_S:-300})); then
     row "bench $name" "skipped: $(elapsed "$t_start") already spent"
     continue
@@ -218,7 +225,7 @@ for mix in "128 512" "2048 128"; do
   echo "== pagoda-bench offline $name"
   t=$(date +%s)
   timeout 90 "$bench_bin" offline --shape llama3-1b --dtype bf16 --device cuda:0/bf16 \
-    --num-requests 256 --input-len "$in_len" --output-len "$out_len" --kv-cache-mb 24576 \
+    --num-requests 256 --kv-cache-mb 24576 "${run_args[@]}" \
     >"$logs/bench-$name.md" 2>"$logs/bench-$name.log"
   brc=$?
   if [[ $brc -eq 0 ]]; then
