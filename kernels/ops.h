@@ -168,7 +168,8 @@ static_assert(sizeof(SampleRowParams) == kSampleRowWords * sizeof(int32_t));
 // NaN logits count as -inf. Sums are in double; a device may group them differently, which can
 // change a draw only when u * total or top_p * total lies within double rounding of the mass
 // before a token (never seen in the tests; the greedy path and steps 1, 2 are exact).
-// Each row's penalized tokens must be distinct (the CPU checks; a device applies a repeat twice).
+// Each row's penalized tokens must be distinct (the CPU checks, and so does LlamaModel before it
+// uploads them; on a GPU two threads would race on a repeated token's logit).
 struct SampleArgs {
   TensorView logits;          // [R, vocab] f32; overwritten (the op's scratch)
   TensorView params;          // [R, kSampleRowWords] i32: row r's SampleRowParams

@@ -117,10 +117,18 @@ PAGODA_HOST_DEVICE float usable_additive(float x) {
 PAGODA_HOST_DEVICE float penalize(float logit, int32_t output_count, float repetition,
                                   float presence, float frequency) {
   float l = logit;
+#if defined(__CUDA_ARCH__)
+  // Explicitly rounded operations: no contraction by nvcc, the host's bits (-ffp-contract=off).
+  if (repetition != 1.0f) l = l > 0.0f ? __fdiv_rn(l, repetition) : __fmul_rn(l, repetition);
+  if (output_count > 0 && (presence != 0.0f || frequency != 0.0f)) {
+    l = __fsub_rn(l, fmaf(frequency, static_cast<float>(output_count), presence));
+  }
+#else
   if (repetition != 1.0f) l = l > 0.0f ? l / repetition : l * repetition;
   if (output_count > 0 && (presence != 0.0f || frequency != 0.0f)) {
     l -= fmaf(frequency, static_cast<float>(output_count), presence);
   }
+#endif
   return l;
 }
 

@@ -402,8 +402,11 @@ Status LlamaModel::copy_outputs(const ForwardBatch& batch, int64_t real_rows,
     if (!batch.sample_params.empty()) std::fill_n(argmax_ids->begin(), L, -1);
   }
   logits->resize(static_cast<size_t>(L * config_.vocab_size));
-  if (L == 0) return be.synchronize();
-  return be.copy_to_host(logits->data(), ws_.logits.data(), logits->size() * sizeof(float));
+  PAGODA_RETURN_IF_ERROR(
+      L == 0 ? be.synchronize()
+             : be.copy_to_host(logits->data(), ws_.logits.data(), logits->size() * sizeof(float)));
+  inputs_.mark_done();  // synchronized: the step's uploads are done
+  return OkStatus();
 }
 
 }  // namespace pagoda

@@ -32,8 +32,9 @@ Status StepInputs::reserve(Backend* backend, const Capacity& want, bool* moved) 
   o_penalties_ = o_block_tables_ + next.block_entries;
   total_ = o_penalties_ + 2 * int64_t{next.penalties};
   // Free first: device memory is tightest at the largest step.
-  device_ = DeviceBuffer();
+  device_ = DeviceBuffer();  // on a GPU cudaFree waits for the device: no copy is in flight
   staging_ = DeviceBuffer();
+  in_flight_ = false;
   cap_ = Capacity{};
   *moved = true;
   const size_t bytes = static_cast<size_t>(total_) * sizeof(int32_t);
@@ -77,6 +78,10 @@ Status StepInputs::upload(Backend* backend, const ForwardBatch& b) {
        << cap_.sample_rows << ", " << cap_.block_entries << ", " << cap_.penalties;
     internal::check_failed(__FILE__, __LINE__, "upload within reserve()", os.str());
   }
+  if (in_flight_) {
+    PAGODA_RETURN_IF_ERROR(backend->synchronize());
+    in_flight_ = false;
+  }
   const auto put = [this](int64_t offset, const void* src, size_t bytes) {
     if (bytes > 0) std::memcpy(staged(offset), src, bytes);
   };
@@ -99,6 +104,7 @@ Status StepInputs::upload(Backend* backend, const ForwardBatch& b) {
   // One copy from the first region through the used block tables (the unused tails of the small
   // regions go along: a few KiB), and one of the used penalty tables.
   auto* dst = static_cast<int32_t*>(device_.data());
+  in_flight_ = true;
   PAGODA_RETURN_IF_ERROR(backend->copy_from_host_async(dst, staged(0), (o_block_tables_ + E) * kI));
   if (P > 0) {
     put(o_penalties_, b.penalty_ids.data(), P * kI);

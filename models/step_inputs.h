@@ -40,8 +40,12 @@ class StepInputs {
   size_t bytes() const { return device_.size() + staging_.size(); }
 
   // Packs `batch` (validated, within the capacity) into the staging buffer and queues the
-  // copies on the backend's stream.
+  // copies on the backend's stream. If the last upload's copies were not marked done (a step
+  // that failed before its outputs came back), waits for the stream first: the staging buffer
+  // is never rewritten while a copy may still read it.
   Status upload(Backend* backend, const ForwardBatch& batch);
+  // The caller has synchronized with the stream since the last upload (its outputs came back).
+  void mark_done() { in_flight_ = false; }
 
   // Device views of the regions (the first n elements of each).
   TensorView token_ids(int64_t n) const { return view(o_tokens_, n); }
@@ -62,6 +66,7 @@ class StepInputs {
   int32_t* staged(int64_t offset) const { return static_cast<int32_t*>(staging_.data()) + offset; }
 
   Capacity cap_;
+  bool in_flight_ = false;  // copies of the last upload may still be reading staging_
   Device device_kind_ = Device::kCpu;
   DeviceBuffer device_, staging_;
   int64_t o_tokens_ = 0, o_positions_ = 0, o_slots_ = 0, o_seq_lens_ = 0, o_query_start_ = 0,

@@ -415,16 +415,16 @@ Status check_args(const SampleArgs& a) {
     return InvalidArgument("sample: logits must be [R, vocab] f32, got " + a.logits.describe());
   }
   const int64_t rows = a.logits.shape[0], vocab = a.logits.shape[1];
-  if (rows < 0 || rows > std::numeric_limits<int>::max() || vocab < 0 ||
-      vocab >= std::numeric_limits<int32_t>::max()) {
+  // Loop counters are int and step by kThreads: keep them clear of INT_MAX.
+  constexpr int64_t kMaxLen = std::numeric_limits<int32_t>::max() - kThreads;
+  if (rows < 0 || rows > std::numeric_limits<int>::max() || vocab < 0 || vocab > kMaxLen) {
     return InvalidArgument("sample: logits dims out of range, got " + a.logits.describe());
   }
   if (rows > 0 && vocab == 0) return InvalidArgument("sample: logits has rows of length 0");
   PAGODA_RETURN_IF_ERROR(check_on_cuda("sample", "logits", a.logits));
   PAGODA_RETURN_IF_ERROR(check_i32("params", a.params, 2, rows, kSampleRowWords));
   PAGODA_RETURN_IF_ERROR(check_i32("penalty_start", a.penalty_start, 1, rows + 1));
-  if (a.penalty_ids.ndim != 1 || a.penalty_ids.shape[0] < 0 ||
-      a.penalty_ids.shape[0] > std::numeric_limits<int32_t>::max()) {
+  if (a.penalty_ids.ndim != 1 || a.penalty_ids.shape[0] < 0 || a.penalty_ids.shape[0] > kMaxLen) {
     return InvalidArgument("sample: penalty_ids must be [P] i32, got " + a.penalty_ids.describe());
   }
   const int64_t P = a.penalty_ids.shape[0];

@@ -133,9 +133,16 @@ inline Batch make_batch(int64_t rows, int64_t vocab, uint32_t seed) {
         b.penalty_ids.push_back(ids[i]);
         b.penalty_counts.push_back(static_cast<int32_t>(rng() % 4));
       }
-      // Make the penalties decide: the penalized tokens hold the top logits.
+      // Make the penalties decide: the penalized tokens hold the top logits, every third one
+      // negative (the repetition multiply, not the divide) in rows where all logits are low.
       if (kind == 6) {
-        for (int64_t i = 0; i < n; ++i) row[ids[i]] = 6.0f + normal(rng) * 0.1f;
+        const bool low = r % 2 == 1;
+        if (low) {
+          for (int64_t i = 0; i < vocab; ++i) row[i] -= 12.0f;
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          row[ids[i]] = (low && i % 3 == 0 ? -2.0f : 6.0f) + normal(rng) * 0.1f;
+        }
       }
     }
     b.penalty_start.push_back(static_cast<int32_t>(b.penalty_ids.size()));

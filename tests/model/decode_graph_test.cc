@@ -46,6 +46,7 @@ class RecordingBackend final : public Backend {
   }
   Status synchronize() override {
     if (capturing_) return FailedPrecondition("synchronize while capturing");
+    ++syncs;
     return inner_->synchronize();
   }
   StatusOr<size_t> available_memory_bytes() const override {
@@ -98,7 +99,7 @@ class RecordingBackend final : public Backend {
   bool capturing_ = false;
 
  public:
-  int64_t sync_uploads = 0, async_uploads = 0;
+  int64_t sync_uploads = 0, async_uploads = 0, syncs = 0;
 
  private:
   std::vector<std::function<Status()>> recording_;
@@ -269,6 +270,48 @@ TEST_F(DecodeGraphTest, EachStepUploadsItsInputsInOneOrTwoAsynchronousCopies) {
   const Status refused = graphed_->forward(bad, *graph_cache, &logits, &ids);
   EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument) << refused.to_string();
   EXPECT_NE(refused.message().find("repeated"), std::string::npos) << refused.message();
+}
+
+// StepInputs lays a batch out where its views say, and never rewrites the staging buffer while
+// copies from it may be in flight: an upload not marked done (a step that failed before its
+// outputs came back) makes the next upload wait for the stream first.
+TEST_F(DecodeGraphTest, StepInputsWaitForAnUnfinishedUploadBeforeRewritingStaging) {
+  auto* rec = static_cast<RecordingBackend*>(graph_backend_.get());
+  StepInputs in;
+  bool moved = false;
+  ASSERT_TRUE(in.reserve(rec, {8, 4, 16, 4, 8}, &moved).ok());
+  EXPECT_TRUE(moved);
+  ForwardBatch b = decode_rows(3, 1);
+  b.num_logit_rows = 1;
+  b.sample_params.resize(2);
+  b.sample_params[1].top_k = 7;
+  b.penalty_start = {0, 1, 3};
+  b.penalty_ids = {4, 9, 2};
+  b.penalty_counts = {1, 0, 5};
+  const int64_t syncs0 = rec->syncs;
+  ASSERT_TRUE(in.upload(rec, b).ok());
+  EXPECT_EQ(rec->syncs, syncs0);
+  // The device side (host memory here) holds every array where its view points.
+  const auto read = [](const TensorView& v) {
+    const auto* p = static_cast<const int32_t*>(v.data);
+    return std::vector<int32_t>(p, p + v.numel());
+  };
+  EXPECT_EQ(read(in.token_ids(3)), b.token_ids);
+  EXPECT_EQ(read(in.positions(3)), b.positions);
+  EXPECT_EQ(read(in.slot_mapping(3)), b.slot_mapping);
+  EXPECT_EQ(read(in.seq_lens(3)), b.seq_lens);
+  EXPECT_EQ(read(in.query_start(4)), b.query_start);
+  EXPECT_EQ(read(in.sample_rows(3)), b.sample_rows);
+  EXPECT_EQ(read(in.block_tables(3, 4)), b.block_tables);
+  EXPECT_EQ(read(in.penalty_start(3)), b.penalty_start);
+  EXPECT_EQ(read(in.penalty_ids(3)), b.penalty_ids);
+  EXPECT_EQ(read(in.penalty_counts(3)), b.penalty_counts);
+  EXPECT_EQ(read(in.sample_params(2))[kSampleRowWords + 1], 7);  // row 1's top_k
+  ASSERT_TRUE(in.upload(rec, b).ok());  // the last one was not marked done: wait first
+  EXPECT_EQ(rec->syncs, syncs0 + 1);
+  in.mark_done();
+  ASSERT_TRUE(in.upload(rec, b).ok());
+  EXPECT_EQ(rec->syncs, syncs0 + 1);
 }
 
 TEST_F(DecodeGraphTest, BackendsWithoutGraphsStayEager) {
