@@ -69,8 +69,8 @@
 // heads) are set to NaN (a split that meets a bad block id writes NaN partials, and NaN survives
 // the merge).
 //
-// TODO(issue 7): tensor-core (mma / wgmma on sm_90a) QK^T and PV for prefill tiles (many query
-// rows of one sequence sharing each K/V row).
+// Tensor cores for prefill (opt-in, attention_prefill.cu): with p.tc_min_q_len > 0 both kernels
+// here return at once for the rows that path owns (tc_row_owner, from query_start alone).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -83,6 +83,7 @@
 #include <string>
 #include <utility>
 
+#include "kernels/cuda/attention_prefill.cuh"
 #include "kernels/cuda/attention_tiles.cuh"
 #include "kernels/cuda/kernel_util.cuh"
 #include "kernels/cuda/launchers.h"
@@ -107,20 +108,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 static_assert(kSplitKeys % kSplitAlign == 0 && kSplitKeys >= 2 * kSplitAlign);
 static_assert(kMaxHeadDim % kThreads == 0);
-
-// The largest b in [0, B] with query_start[b] <= t (query_start is non-decreasing).
-__device__ __forceinline__ int find_sequence(const int32_t* query_start, int B, int t) {
-  int lo = 0, hi = B;
-  while (lo < hi) {
-    const int mid = lo + (hi - lo + 1) / 2;
-    if (query_start[mid] <= t) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
-}
 
 // How a row of n keys is split: `count` ranges [i * len, min(n, (i + 1) * len)), all non-empty.
 // count == 1 (n <= kSplitKeys): the whole row, the short path. Otherwise count is in
@@ -155,9 +142,10 @@ struct AttentionParams {
   float scale_log2;  // scale * log2(e)
   // Split CTAs only (else null / 1): partial (t, h, z) is slot (t * H + h) * max_splits + z,
   // holding part_ml[2 slot] = m, part_ml[2 slot + 1] = l and part_acc[slot * D + d] = acc[d].
-  float* part_ml;   // [T, H, max_splits, 2]
-  float* part_acc;  // [T, H, max_splits, D]
-  int max_splits;   // S_max >= split_plan(n).count of every row with valid metadata
+  float* part_ml;    // [T, H, max_splits, 2]
+  float* part_acc;   // [T, H, max_splits, D]
+  int max_splits;    // S_max >= split_plan(n).count of every row with valid metadata
+  int tc_min_q_len;  // > 0: rows of sequences with q_len >= this are attention_prefill.cu's
 };
 
 // Where query row t reads: its sequence b and position pos; ok is false for bad metadata
@@ -293,6 +281,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
   if (nh <= 0) return;                                             // uniform over the CTA
   const int h0 = g * p.G + first_head;
   const int z = blockIdx.z;
+  if (tc_row_owner(p.query_start, p.B, t, p.tc_min_q_len) >= 0) return;  // uniform
   const int tid = threadIdx.x;
   const int D = p.D;
   Act* out = static_cast<Act*>(p.out) + (static_cast<int64_t>(t) * p.H + h0) * D;  // [nh, D]
@@ -392,6 +381,7 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(AttentionParams p) {
   const int t = blockIdx.x;
   const int h = blockIdx.y;
   const int D = p.D;
+  if (tc_row_owner(p.query_start, p.B, t, p.tc_min_q_len) >= 0) return;  // not ours
   const RowInfo r = locate_row(p, t);
   if (!r.ok) return;
   const SplitPlan plan = split_plan(r.pos + 1);
@@ -485,7 +475,7 @@ void launch_kernel(const AttentionParams& p, bool vec, dim3 grid, cudaStream_t s
 }
 
 template <typename Act, typename Cache>
-Status launch(const AttentionArgs& a, cudaStream_t stream, Shape shape) {
+Status launch(const AttentionArgs& a, cudaStream_t stream, Shape shape, int tc_min_q_len) {
   const int64_t T = a.q.shape[0], H = a.q.shape[1], D = a.q.shape[2];
   const int64_t KV = a.k_cache.shape[2], G = H / KV;
   const int64_t slices = (G - 1) / kMaxGroupHeads + 1;
@@ -517,7 +507,8 @@ Status launch(const AttentionArgs& a, cudaStream_t stream, Shape shape) {
                     a.scale * kLog2e,
                     /*part_ml=*/nullptr,
                     /*part_acc=*/nullptr,
-                    /*max_splits=*/1};
+                    /*max_splits=*/1,
+                    tc_min_q_len};
   // Both factors are < 2^31 (check_args), so the product fits.
   const int max_splits = max_splits_for(a.block_tables.shape[1] * a.k_cache.shape[1]);
   if (max_splits > 1 && shape != Shape::kWalk) {
@@ -558,21 +549,25 @@ Status launch(const AttentionArgs& a, cudaStream_t stream, Shape shape) {
 }
 
 template <typename Act>
-Status dispatch_cache(const AttentionArgs& a, cudaStream_t stream, Shape shape) {
+Status dispatch_cache(const AttentionArgs& a, cudaStream_t stream, Shape shape, int tc) {
   switch (a.k_cache.dtype) {
-    case DType::kF32: return launch<Act, float>(a, stream, shape);
-    case DType::kF16: return launch<Act, __half>(a, stream, shape);
-    case DType::kBF16: return launch<Act, __nv_bfloat16>(a, stream, shape);
+    case DType::kF32: return launch<Act, float>(a, stream, shape, tc);
+    case DType::kF16: return launch<Act, __half>(a, stream, shape, tc);
+    case DType::kBF16: return launch<Act, __nv_bfloat16>(a, stream, shape, tc);
     default: return InvalidArgument("attention: k_cache unsupported dtype");
   }
 }
 
-Status run(const AttentionArgs& a, cudaStream_t stream, Shape shape) {
+// tc_min_q_len > 0 and eligible arguments: attention_prefill.cu takes the rows of sequences with
+// q_len >= tc_min_q_len (launched first, on the same stream), the kernels here the others.
+Status run(const AttentionArgs& a, cudaStream_t stream, Shape shape, int tc_min_q_len) {
   PAGODA_RETURN_IF_ERROR(check_attention_args(a));
   if (a.q.shape[0] == 0 || a.q.shape[1] == 0) return OkStatus();
+  const int tc = tc_min_q_len > 0 && attention_tc_eligible(a) ? tc_min_q_len : 0;
+  if (tc > 0) PAGODA_RETURN_IF_ERROR(attention_prefill_cuda(a, stream, tc));
   switch (a.q.dtype) {
-    case DType::kF32: return dispatch_cache<float>(a, stream, shape);
-    case DType::kBF16: return dispatch_cache<__nv_bfloat16>(a, stream, shape);
+    case DType::kF32: return dispatch_cache<float>(a, stream, shape, tc);
+    case DType::kBF16: return dispatch_cache<__nv_bfloat16>(a, stream, shape, tc);
     default: return InvalidArgument("attention: q unsupported dtype");
   }
 }
@@ -580,7 +575,7 @@ Status run(const AttentionArgs& a, cudaStream_t stream, Shape shape) {
 }  // namespace
 
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream) {
-  return run(a, stream, Shape::kAuto);
+  return run(a, stream, Shape::kAuto, attention_tc_min_q_len());
 }
 
 Status attention_reserve_scratch(cudaStream_t stream) {
@@ -591,7 +586,13 @@ Status attention_reserve_scratch(cudaStream_t stream) {
 // interface, and these are not part of it): attention_cuda with the launch shape forced (split
 // CTAs: FailedPrecondition if the partials do not fit the scratch), and the split rule.
 Status attention_cuda_for_test(const AttentionArgs& a, cudaStream_t stream, bool split_ctas) {
-  return run(a, stream, split_ctas ? Shape::kSplitCtas : Shape::kWalk);
+  return run(a, stream, split_ctas ? Shape::kSplitCtas : Shape::kWalk, 0);
+}
+
+// With the tensor-core path forced on at min_q_len >= 1 (else InvalidArgument, nothing queued).
+Status attention_cuda_tc_for_test(const AttentionArgs& a, cudaStream_t stream, int min_q_len) {
+  if (min_q_len < 1) return attention_prefill_cuda(a, stream, min_q_len);  // (checks it first)
+  return run(a, stream, Shape::kAuto, min_q_len);
 }
 
 int attention_num_splits(int n_keys) {

@@ -36,6 +36,19 @@ inline constexpr int kAttentionMaxHeadDim = 256;  // attention.cu keeps dims in 
 // and the split count of n keys.
 Status attention_cuda_for_test(const AttentionArgs& a, cudaStream_t stream, bool split_ctas);
 int attention_num_splits(int n_keys);
+// attention_prefill.cu: the opt-in tensor-core path for the rows of sequences with q_len >=
+// min_q_len (README: off unless PAGODA_CUDA_TC_PREFILL=1; not bit-identical to the rest).
+inline constexpr int kAttentionTcMinQLen = 16;   // the threshold PAGODA_CUDA_TC_PREFILL=1 uses
+inline constexpr int kAttentionTcMaxGroup = 64;  // n_heads / n_kv_heads the path takes at most
+int attention_tc_min_q_len();  // kAttentionTcMinQLen if PAGODA_CUDA_TC_PREFILL=1 (read once), else
+                               // 0
+bool attention_tc_eligible(const AttentionArgs& a);  // bf16 everywhere, head_dim 64/128, aligned
+// Launches the tensor-core kernel for the rows it owns (a valid for check_attention_args and
+// attention_tc_eligible); attention.cu's kernel must then skip those rows.
+Status attention_prefill_cuda(const AttentionArgs& a, cudaStream_t stream, int min_q_len);
+// attention.cu, for tests: attention_cuda with the path forced on at min_q_len >= 1 (ineligible
+// arguments: the CUDA-core kernel alone). attention_cuda_for_test never takes the path.
+Status attention_cuda_tc_for_test(const AttentionArgs& a, cudaStream_t stream, int min_q_len);
 // cuBLASLt GEMM; keeps its handle and workspace per device (created on first use).
 Status matmul_cuda(const MatmulArgs& a, cudaStream_t stream);  // matmul.cu
 // rope_kv_write.cu: rope + kv_write on the fused [q; k; v] GEMM output.
