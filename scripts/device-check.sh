@@ -178,30 +178,33 @@ done
 overall=$rc
 
 # ---- the benchmark: llama3-1b (and llama3-8b while time allows), ceilings in the same run ---
+# llama3-1b-tc: the same prefill with the opt-in tensor-core prefill attention
+# (PAGODA_CUDA_TC_PREFILL=1), one decode batch only; its prefill row sits beside llama3-1b's.
 bench_bin="$build/bench/pagoda-bench"
-for shape in llama3-1b llama3-8b; do
-  batches="1,8,64"
-  limit=180
-  if [[ $shape == llama3-8b ]]; then
-    batches="1,8,64,256"
-    limit=240
-    if (($(date +%s) - t_start > ${BENCH_8B_BEFORE_S:-240})); then
-      row "bench $shape" "skipped: $(elapsed "$t_start") already spent"
-      continue
-    fi
+bench_runs=(
+  "llama3-1b|llama3-1b|0|1,8,64|32|180"
+  "llama3-1b-tc|llama3-1b|1|1|4|90"
+  "llama3-8b|llama3-8b|0|1,8,64,256|32|240"
+)
+for run in "${bench_runs[@]}"; do
+  IFS='|' read -r name shape tc batches steps limit <<<"$run"
+  if [[ $shape == llama3-8b ]] && (($(date +%s) - t_start > ${BENCH_8B_BEFORE_S:-240})); then
+    row "bench $name" "skipped: $(elapsed "$t_start") already spent"
+    continue
   fi
-  echo "== pagoda-bench device --shape $shape"
+  echo "== pagoda-bench device --shape $shape (tensor-core prefill: $tc)"
   t=$(date +%s)
-  timeout "$limit" "$bench_bin" device --shape "$shape" --batches "$batches" --context 1024 \
-    --prompt-len 2048 --decode-steps 32 --json "$logs/bench-device-$shape.json" \
-    >"$logs/bench-device-$shape.md" 2>"$logs/bench-device-$shape.log"
+  PAGODA_CUDA_TC_PREFILL="$tc" timeout "$limit" "$bench_bin" device --shape "$shape" \
+    --batches "$batches" --context 1024 --prompt-len 2048 --decode-steps "$steps" \
+    --json "$logs/bench-device-$name.json" \
+    >"$logs/bench-device-$name.md" 2>"$logs/bench-device-$name.log"
   brc=$?
   if [[ $brc -eq 0 ]]; then
-    row "bench $shape" "ok ($(elapsed "$t")): bench-device-$shape.md / .json"
-    bench_tables+=("$logs/bench-device-$shape.md")
+    row "bench $name" "ok ($(elapsed "$t")): bench-device-$name.md / .json"
+    bench_tables+=("$logs/bench-device-$name.md")
   else
-    tail -5 "$logs/bench-device-$shape.log"
-    row "bench $shape" "FAILED (exit $brc, see bench-device-$shape.log)"
+    tail -5 "$logs/bench-device-$name.log"
+    row "bench $name" "FAILED (exit $brc, see bench-device-$name.log)"
     overall=1
   fi
 done
