@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "engine/model_runner.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
@@ -45,6 +46,10 @@ struct EngineConfig {
   // the host sampler. The tokens are the same either way (up to the rounding of double sums
   // that kernels/ops.h SampleArgs describes).
   bool device_sampling = true;
+  // Threads for the per-row host work of a step (logprobs; the host sampler's rows), which
+  // runs in parallel across rows: 0 picks min(8, hardware threads); 1 runs it on the engine
+  // thread. Results do not depend on it.
+  int host_threads = 0;
 };
 
 struct RequestHandle {
@@ -89,6 +94,9 @@ class Engine {
   void drain_inbox();
   void publish_stats_locked();                  // mu_ held
   Live& live(RequestId id, const char* where);  // CHECK-fails for an unknown id
+  // Fills row_tokens_ and row_logprobs_ for the plan's sampled rows: ids from the backend, the
+  // host sampler and logprobs for rows that copied their logits back, in parallel across rows.
+  void host_row_work(const StepPlan& plan);
   void finish(RequestId id, FinishReason reason, const Status& error = OkStatus());
   void emit(Live& live, std::vector<int> new_ids, bool finished, FinishReason reason,
             const Status& error);
@@ -98,11 +106,24 @@ class Engine {
   EngineConfig config_;
   SchedulerConfig sched_config_;
   std::unique_ptr<ModelRunner> runner_;
-  Scheduler scheduler_;                                        // engine thread only
-  Sampler sampler_;                                            // engine thread only
-  ModelRunner::Sampled sampled_;                               // reused across steps
-  ModelRunner::RowSampling row_sampling_;                      // reused across steps
-  std::vector<uint8_t> wants_logits_;                          // per plan.seqs entry
+  Scheduler scheduler_;                    // engine thread only
+  Sampler sampler_;                        // engine thread only
+  ModelRunner::Sampled sampled_;           // reused across steps
+  ModelRunner::RowSampling row_sampling_;  // reused across steps
+  std::vector<uint8_t> wants_logits_;
+  // host_row_work's rows and results, per plan.seqs entry (reused across steps).
+  struct HostRow {
+    size_t seq;           // plan.seqs index
+    const float* logits;  // [vocab]
+    const SamplingParams* params;
+    const RequestState* state;
+    uint64_t seed;
+  };
+  std::vector<HostRow> host_rows_;
+  std::vector<int> row_tokens_;
+  std::vector<TokenLogprobs> row_logprobs_;
+  std::unique_ptr<ThreadPool> host_pool_;  // made on the first step with 2+ host rows // per
+                                           // plan.seqs entry
   std::unordered_map<RequestId, std::unique_ptr<Live>> live_;  // engine thread only
 
   // Shared with submit()/cancel().

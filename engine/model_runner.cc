@@ -59,8 +59,7 @@ Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants
       if (wants != (pass == 0)) continue;
       out->row_of_seq[r] = static_cast<int>(b.sample_rows.size());
       b.sample_rows.push_back(b.query_start[r + 1] - 1);  // the sequence's last token
-      if (wants) continue;
-      any_on_backend = true;
+      any_on_backend |= !wants || sampling != nullptr;
       if (sampling == nullptr) continue;
       b.sample_params.push_back(sampling->params[r]);
       const int32_t s0 = sampling->penalty_start[r], s1 = sampling->penalty_start[r + 1];

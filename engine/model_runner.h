@@ -20,16 +20,17 @@ class ModelRunner {
   // What a step hands back for the sequences it samples.
   struct Sampled {
     std::vector<float> logits;  // [L, vocab]: the rows of sequences that want logits
-    // [R]: the token of every sampled row that does not want logits, chosen on the backend
-    // (the sample op, or its argmax without RowSampling); -1 for rows that want logits.
+    // [R]: the token of every sampled row chosen on the backend: with RowSampling every row's
+    // (the sample op; rows that want logits too), else the argmax of rows that do not want
+    // logits (entries of the others are not to be used).
     std::vector<int32_t> ids;
     // Per plan.seqs entry: its sampled row (index into ids; < L into logits when it
     // wants logits), or -1 when it samples nothing this step.
     std::vector<int> row_of_seq;
   };
 
-  // How the backend samples the rows that do not want logits, per plan.seqs entry (entries of
-  // other rows are ignored): the sample op's row parameters and penalty tables.
+  // How the backend samples every sampled row, per plan.seqs entry (entries of rows that sample
+  // nothing are ignored): the sample op's row parameters and penalty tables.
   struct RowSampling {
     std::vector<SampleRowParams> params;  // [plan.seqs.size()]
     std::vector<int32_t> penalty_start;   // [plan.seqs.size() + 1] into ids / counts
@@ -37,8 +38,9 @@ class ModelRunner {
   };
 
   // Runs the plan. wants_logits (per plan.seqs entry; empty: all) says which sampled sequences
-  // need their logits on the host (the sampler, for logprobs); the others get only their token,
-  // chosen on the backend: by `sampling` when given, else their argmax (the greedy choice).
+  // need their logits on the host (for logprobs, or the host sampler). With `sampling` every
+  // sampled row also gets its token from the sample op (after its logits were copied back);
+  // without, rows that do not want logits get their argmax (the greedy choice).
   Status execute(const StepPlan& plan, std::span<const uint8_t> wants_logits,
                  const RowSampling* sampling, Sampled* out);
   int vocab_size() const { return model_->config().vocab_size; }

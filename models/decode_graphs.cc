@@ -97,7 +97,6 @@ Status LlamaModel::forward_decode_graph(const ForwardBatch& batch, KvCache& cach
   if (std::find(g.captured.begin(), g.captured.end(), bucket) != g.captured.end()) {
     PAGODA_RETURN_IF_ERROR(backend_->replay_graph(bucket));
     ++g.stats.replays;
-    if (argmax_ids != nullptr) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
     return copy_outputs(batch, real_rows, logits, argmax_ids);
   }
   // First step of this bucket: run it eagerly (its results are this step's, and every lazy
@@ -116,8 +115,7 @@ Status LlamaModel::forward_decode_graph(const ForwardBatch& batch, KvCache& cach
     g.failed.push_back(bucket);  // stays eager: correct, only slower
     ++g.stats.failures;
   }
-  // Sampling stays out of the graph: its penalty tables change size every step.
-  if (argmax_ids != nullptr) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
+  // Sampling (in copy_outputs) stays out of the graph: its penalty tables change every step.
   return copy_outputs(batch, real_rows, logits, argmax_ids);
 }
 

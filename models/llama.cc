@@ -44,10 +44,8 @@ Status ForwardBatch::validate(int block_size, int num_blocks) const {
   for (int32_t r : sample_rows)
     if (r < 0 || r >= static_cast<int32_t>(t)) return field_error("sample_rows", "out of range");
   if (!sample_params.empty()) {
-    const size_t rows = sample_rows.size(), L = num_logit_rows < 0 ? rows : num_logit_rows;
-    if (L > rows || sample_params.size() != rows - L)
-      return field_error("sample_params",
-                         "must have one entry per sample row after the logit rows");
+    if (sample_params.size() != sample_rows.size())
+      return field_error("sample_params", "must have one entry per sample row");
     if (!penalty_start.empty() && penalty_start.size() != sample_params.size() + 1)
       return field_error("penalty_start", "must have one entry per sampled row, plus one");
     const size_t P = penalty_start.empty() ? 0 : static_cast<size_t>(penalty_start.back());
@@ -309,23 +307,17 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
   const bool ids = argmax_ids != nullptr && R > 0;
   PAGODA_RETURN_IF_ERROR(
       run_layers(cache, T, B, R, batch.max_blocks_per_seq, ids && batch.sample_params.empty()));
-  if (ids) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
   return copy_outputs(batch, R, logits, argmax_ids);
 }
 
 Status LlamaModel::sample_on_device(const ForwardBatch& batch) {
-  if (batch.sample_params.empty()) return OkStatus();
-  const int64_t R = static_cast<int64_t>(batch.sample_rows.size());
-  const int64_t L = batch.num_logit_rows < 0 ? R : batch.num_logit_rows;
-  const int64_t S = static_cast<int64_t>(batch.sample_params.size());  // == R - L (validated)
+  const int64_t R = static_cast<int64_t>(batch.sample_params.size());  // every sample row
   const int64_t P = static_cast<int64_t>(batch.penalty_ids.size());
-  const int vocab = config_.vocab_size;
   const Device dev = backend_->device();
-  float* logits = static_cast<float*>(ws_.logits.data()) + L * vocab;
-  return backend_->sample(
-      {TensorView(logits, DType::kF32, {S, vocab}, dev), inputs_.sample_params(S),
-       inputs_.penalty_start(S + 1), inputs_.penalty_ids(P), inputs_.penalty_counts(P),
-       TensorView(static_cast<int32_t*>(ws_.argmax.data()) + L, DType::kI32, {S}, dev)});
+  return backend_->sample({TensorView(ws_.logits.data(), DType::kF32, {R, config_.vocab_size}, dev),
+                           inputs_.sample_params(R), inputs_.penalty_start(R + 1),
+                           inputs_.penalty_ids(P), inputs_.penalty_counts(P),
+                           TensorView(ws_.argmax.data(), DType::kI32, {R}, dev)});
 }
 
 Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, int max_blocks,
@@ -393,18 +385,20 @@ Status LlamaModel::copy_outputs(const ForwardBatch& batch, int64_t real_rows,
                                 std::vector<float>* logits, std::vector<int32_t>* argmax_ids) {
   Backend& be = *backend_;
   const int64_t L = batch.num_logit_rows < 0 ? real_rows : batch.num_logit_rows;
-  if (argmax_ids != nullptr) {
-    argmax_ids->resize(static_cast<size_t>(real_rows));
-    if (real_rows > 0)
-      PAGODA_RETURN_IF_ERROR(
-          be.copy_to_host(argmax_ids->data(), ws_.argmax.data(), real_rows * sizeof(int32_t)));
-    // Sampled on the device: only rows [L, R) have ids.
-    if (!batch.sample_params.empty()) std::fill_n(argmax_ids->begin(), L, -1);
-  }
   logits->resize(static_cast<size_t>(L * config_.vocab_size));
-  PAGODA_RETURN_IF_ERROR(
-      L == 0 ? be.synchronize()
-             : be.copy_to_host(logits->data(), ws_.logits.data(), logits->size() * sizeof(float)));
+  // The logits first: the sample op may overwrite them (its scratch on a GPU).
+  if (L > 0)
+    PAGODA_RETURN_IF_ERROR(
+        be.copy_to_host(logits->data(), ws_.logits.data(), logits->size() * sizeof(float)));
+  if (argmax_ids != nullptr && real_rows > 0) {
+    if (!batch.sample_params.empty()) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
+    argmax_ids->resize(static_cast<size_t>(real_rows));
+    PAGODA_RETURN_IF_ERROR(
+        be.copy_to_host(argmax_ids->data(), ws_.argmax.data(), real_rows * sizeof(int32_t)));
+  } else {
+    if (argmax_ids != nullptr) argmax_ids->clear();
+    if (L == 0) PAGODA_RETURN_IF_ERROR(be.synchronize());
+  }
   inputs_.mark_done();  // synchronized: the step's uploads are done
   return OkStatus();
 }

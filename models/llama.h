@@ -26,12 +26,13 @@ struct ForwardBatch {
   // The leading sample rows whose logits are copied back to the host (-1: all R). The others
   // are wanted only for their argmax (greedy rows): see forward().
   int num_logit_rows = -1;
-  // Sampling on the backend (the sample op, kernels/ops.h SampleArgs) of the rows [L, R) of
-  // sample_rows: one SampleRowParams each, and their penalty tables (penalty_start [R - L + 1]
-  // into penalty_ids / penalty_counts; all three may be empty when no row has penalties). Empty
-  // sample_params: those rows get their argmax instead (the greedy choice).
-  std::vector<SampleRowParams> sample_params;  // [R - L]
-  std::vector<int32_t> penalty_start;          // [R - L + 1] or empty
+  // Sampling on the backend (the sample op, kernels/ops.h SampleArgs) of every sample row: one
+  // SampleRowParams each, and their penalty tables (penalty_start [R + 1] into penalty_ids /
+  // penalty_counts; all three may be empty when no row has penalties). The logits of rows
+  // [0, L) are copied back before the op runs. Empty sample_params: every row gets its argmax
+  // instead (the greedy choice).
+  std::vector<SampleRowParams> sample_params;  // [R]
+  std::vector<int32_t> penalty_start;          // [R + 1] or empty
   std::vector<int32_t> penalty_ids;            // [P] distinct within a row, in [0, vocab)
   std::vector<int32_t> penalty_counts;         // [P] >= 0: occurrences in the output
 
@@ -63,8 +64,8 @@ class LlamaModel {
   // Runs the batch; writes logits [L, vocab] (f32, row-major) for the first L of
   // batch.sample_rows (L = num_logit_rows, or R when -1), and, when argmax_ids is given, [R]
   // ids computed where the logits are, so those rows copy back one id instead of a row of
-  // floats: with batch.sample_params, rows [L, R) hold their sampled tokens (rows < L: -1);
-  // without, every row holds its argmax (ArgmaxArgs' rule: the sampler's greedy choice).
+  // floats: with batch.sample_params, every row's sampled token; without, every row's argmax
+  // (ArgmaxArgs' rule: the sampler's greedy choice).
   Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
                  std::vector<int32_t>* argmax_ids = nullptr);
 
@@ -134,8 +135,9 @@ class LlamaModel {
   // The device work of a step whose indices are uploaded: T tokens, B sequences, R sampled
   // rows, block tables max_blocks wide. Queues ops only (capturable).
   Status run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, int max_blocks, bool argmax);
-  // Copies back the first `real_rows` ids (argmax or sampled; rows below batch.num_logit_rows
-  // are -1 when sampled) and the first num_logit_rows (-1: real_rows) rows of logits.
+  // Copies back the first num_logit_rows (-1: real_rows) rows of logits, then (when argmax_ids
+  // is given) runs the sample op on every row if the batch has sample_params, and copies back
+  // the first `real_rows` ids (sampled, or argmax from run_layers). Ends synchronized.
   Status copy_outputs(const ForwardBatch& batch, int64_t real_rows, std::vector<float>* logits,
                       std::vector<int32_t>* argmax_ids);
   // The bucket a batch runs in as a graph, or 0 when it runs eagerly.
@@ -155,8 +157,8 @@ class LlamaModel {
   // InvalidArgument unless every penalty id is in the vocabulary and distinct within its row
   // and every count >= 0 (a device would apply a repeat twice, and trusts the table).
   Status check_penalties(const ForwardBatch& batch);
-  // The sample op on rows [L, L + batch.sample_params.size()) of the logits (no-op without
-  // sample_params) with the uploaded parameters, writing their ids into the argmax buffer.
+  // The sample op on every sample row with the uploaded parameters, writing the ids into the
+  // argmax buffer (after the logits a caller wants have been copied back).
   Status sample_on_device(const ForwardBatch& batch);
   TensorView act(const DeviceBuffer& b, int64_t rows, int64_t cols) const;
 

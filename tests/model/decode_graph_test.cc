@@ -230,7 +230,7 @@ TEST_F(DecodeGraphTest, EachStepUploadsItsInputsInOneOrTwoAsynchronousCopies) {
     for (bool penalties : {false, true}) {
       ForwardBatch b = decode_rows(3, 2 * step + penalties);
       b.num_logit_rows = 1;
-      for (int r = 1; r < 3; ++r) {
+      for (int r = 0; r < 3; ++r) {  // every row, the logits row too
         SampleRowParams p;
         p.temperature = 0.8f;
         p.top_k = 50;
@@ -240,7 +240,7 @@ TEST_F(DecodeGraphTest, EachStepUploadsItsInputsInOneOrTwoAsynchronousCopies) {
         b.sample_params.push_back(p);
       }
       if (penalties) {
-        b.penalty_start = {0, 2, 3};
+        b.penalty_start = {0, 0, 2, 3};
         b.penalty_ids = {b.token_ids[0], 7, b.token_ids[1]};
         b.penalty_counts = {1, 0, 2};
       }
@@ -253,7 +253,7 @@ TEST_F(DecodeGraphTest, EachStepUploadsItsInputsInOneOrTwoAsynchronousCopies) {
       EXPECT_EQ(rec->sync_uploads - sync0, 0) << "step " << step;
       EXPECT_EQ(rec->async_uploads - async0, penalties ? 2 : 1) << "step " << step;
       EXPECT_EQ(got_ids, want_ids) << "step " << step;
-      EXPECT_EQ(got_ids[0], -1) << "the logits row has no id";
+      EXPECT_EQ(got_ids.size(), 3u);
       EXPECT_EQ(got_logits, want_logits) << "step " << step;
     }
   }
@@ -261,7 +261,7 @@ TEST_F(DecodeGraphTest, EachStepUploadsItsInputsInOneOrTwoAsynchronousCopies) {
   // A repeated penalty id is refused before anything runs.
   ForwardBatch bad = decode_rows(2, 0);
   bad.num_logit_rows = 0;
-  bad.sample_params.resize(2);
+  bad.sample_params.resize(2);  // two rows sampled, row 0 with a repeated penalty id
   bad.penalty_start = {0, 2, 2};
   bad.penalty_ids = {5, 5};
   bad.penalty_counts = {0, 1};
@@ -283,9 +283,9 @@ TEST_F(DecodeGraphTest, StepInputsWaitForAnUnfinishedUploadBeforeRewritingStagin
   EXPECT_TRUE(moved);
   ForwardBatch b = decode_rows(3, 1);
   b.num_logit_rows = 1;
-  b.sample_params.resize(2);
+  b.sample_params.resize(3);
   b.sample_params[1].top_k = 7;
-  b.penalty_start = {0, 1, 3};
+  b.penalty_start = {0, 1, 3, 3};
   b.penalty_ids = {4, 9, 2};
   b.penalty_counts = {1, 0, 5};
   const int64_t syncs0 = rec->syncs;
@@ -303,7 +303,7 @@ TEST_F(DecodeGraphTest, StepInputsWaitForAnUnfinishedUploadBeforeRewritingStagin
   EXPECT_EQ(read(in.query_start(4)), b.query_start);
   EXPECT_EQ(read(in.sample_rows(3)), b.sample_rows);
   EXPECT_EQ(read(in.block_tables(3, 4)), b.block_tables);
-  EXPECT_EQ(read(in.penalty_start(3)), b.penalty_start);
+  EXPECT_EQ(read(in.penalty_start(4)), b.penalty_start);
   EXPECT_EQ(read(in.penalty_ids(3)), b.penalty_ids);
   EXPECT_EQ(read(in.penalty_counts(3)), b.penalty_counts);
   EXPECT_EQ(read(in.sample_params(2))[kSampleRowWords + 1], 7);  // row 1's top_k
