@@ -182,9 +182,9 @@ overall=$rc
 # (PAGODA_CUDA_TC_PREFILL=1), one decode batch only; its prefill row sits beside llama3-1b's.
 bench_bin="$build/bench/pagoda-bench"
 bench_runs=(
-  "llama3-1b|llama3-1b|0|1,8,64|32|180"
+  "llama3-1b|llama3-1b|0|1,8,32,64,128,256|32|180"
   "llama3-1b-tc|llama3-1b|1|1|4|90"
-  "llama3-8b|llama3-8b|0|1,8,64,256|32|240"
+  "llama3-8b|llama3-8b|0|1,8,32,64,128,256|32|240"
 )
 for run in "${bench_runs[@]}"; do
   IFS='|' read -r name shape tc batches steps limit <<<"$run"
