@@ -577,14 +577,12 @@ Status run(const AttentionArgs& a, cudaStream_t stream, Shape shape, int tc_min_
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream) {
   return run(a, stream, Shape::kAuto, attention_tc_min_q_len());
 }
-
 Status attention_reserve_scratch(cudaStream_t stream) {
   return split_scratch(stream).status();
 }
 
-// Test hooks, declared again in tests/cuda/attention_test.cc (launchers.h is the backend's
-// interface, and these are not part of it): attention_cuda with the launch shape forced (split
-// CTAs: FailedPrecondition if the partials do not fit the scratch), and the split rule.
+// Test hooks (launchers.h): the launch shape forced (split CTAs: FailedPrecondition if the
+// partials do not fit the scratch), and the split rule.
 Status attention_cuda_for_test(const AttentionArgs& a, cudaStream_t stream, bool split_ctas) {
   return run(a, stream, split_ctas ? Shape::kSplitCtas : Shape::kWalk, 0);
 }
