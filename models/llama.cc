@@ -243,7 +243,7 @@ size_t LlamaModel::workspace_bytes() const {
   for (const DeviceBuffer* b : {&w.hidden, &w.residual, &w.normed, &w.wide, &w.picked,
                                 &w.picked_normed, &w.logits, &w.argmax})
     n += b->size();
-  return n + inputs_.bytes();
+  return n + inputs_.device_bytes();
 }
 
 TensorView LlamaModel::act(const DeviceBuffer& b, int64_t rows, int64_t cols) const {

@@ -77,7 +77,7 @@ class LlamaModel {
   Status reserve(int tokens, int seqs, int block_entries, int sample_rows, int penalties = 0);
   // How many times the workspace has grown (every buffer of one reserve() counts once).
   int64_t workspace_grows() const { return ws_.grows; }
-  size_t workspace_bytes() const;
+  size_t workspace_bytes() const;  // on the backend's device (not the host staging buffer)
 
   // Decode steps as replayed step graphs (CUDA graphs), when the backend has them (no-op
   // otherwise): a step whose B rows are all single-token decodes, B <= the largest bucket, runs

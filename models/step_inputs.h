@@ -37,7 +37,7 @@ class StepInputs {
   // call allocates again.
   Status reserve(Backend* backend, const Capacity& want, bool* moved);
   const Capacity& capacity() const { return cap_; }
-  size_t bytes() const { return device_.size() + staging_.size(); }
+  size_t device_bytes() const { return device_.size(); }  // the staging copy is host memory
 
   // Packs `batch` (validated, within the capacity) into the staging buffer and queues the
   // copies on the backend's stream. If the last upload's copies were not marked done (a step
