@@ -77,6 +77,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(LlamaModel* model, const Tokeni
   if (sc.max_num_batched_tokens <= 0)
     return field_error("max_num_batched_tokens", "must be positive");
   if (sc.max_num_seqs <= 0) return field_error("max_num_seqs", "must be positive");
+  if (config.host_threads < 0 || config.host_threads > 1024)
+    return field_error("host_threads", "must be in [0, 1024]");
   // The workspace for the largest step, before the KV cache takes its share of what is left:
   // no step allocates (on a GPU a cudaMalloc mid-serving would synchronize, or fail once the
   // cache has taken the memory).

@@ -269,6 +269,49 @@ TEST_F(EngineTest, DeadlineEndsWithTimeLimit) {
   EXPECT_EQ(c.last.finish_reason, FinishReason::kTimeLimit);
 }
 
+// The per-row host work (logprobs, the host sampler) gives the same tokens and logprobs on the
+// engine thread alone as on a pool; a bad thread count is refused at create.
+TEST_F(EngineTest, HostRowWorkDoesNotDependOnItsThreads) {
+  std::vector<Request> reqs;
+  for (int i = 0; i < 12; ++i) {
+    Request r;
+    r.prompt_ids = {1, 403 + i, 407};
+    r.params.max_tokens = 12;
+    r.params.ignore_eos = true;
+    r.params.temperature = 0.9f;
+    r.params.seed = 40 + i;
+    r.params.logprobs = 2;
+    reqs.push_back(r);
+  }
+  std::vector<std::vector<Collected>> runs;
+  for (bool device : {true, false}) {
+    for (int threads : {1, 3}) {
+      EngineConfig config;
+      config.device_sampling = device;
+      config.host_threads = threads;
+      auto engine = Engine::create(model_, tokenizer_, config);
+      ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+      runs.push_back(run_concurrently(**engine, reqs));
+    }
+  }
+  for (size_t k = 1; k < runs.size(); ++k) {
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      EXPECT_EQ(runs[k][i].ids, runs[0][i].ids) << "run " << k << " request " << i;
+      ASSERT_EQ(runs[k][i].logprobs.size(), runs[0][i].logprobs.size());
+      for (size_t t = 0; t < runs[0][i].logprobs.size(); ++t) {
+        EXPECT_EQ(runs[k][i].logprobs[t].logprob, runs[0][i].logprobs[t].logprob);
+        EXPECT_EQ(runs[k][i].logprobs[t].top, runs[0][i].logprobs[t].top);
+      }
+    }
+  }
+  EngineConfig bad;
+  bad.host_threads = -1;
+  auto refused = Engine::create(model_, tokenizer_, bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("host_threads"), std::string::npos)
+      << refused.status().message();
+}
+
 TEST_F(EngineTest, BadInputIsRefusedAtSubmit) {
   EngineConfig config;
   config.max_model_len = 64;
