@@ -59,4 +59,31 @@ inline bool is_float(DType t) {
   return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
 }
 
+// RoPE's argument checks that rope.cu and rope_kv_write.cu share: `q` (named `name`) is
+// [T, n_heads, head_dim], f32 or bf16, with an even head_dim > 0 ...
+inline Status check_rope_heads(const char* op, const char* name, const TensorView& q) {
+  const std::string prefix = std::string(op) + ": " + name;
+  if (q.ndim != 3)
+    return InvalidArgument(prefix + " must be [T, n_heads, head_dim], got " + q.describe());
+  if (q.dtype != DType::kF32 && q.dtype != DType::kBF16)
+    return InvalidArgument(prefix + " dtype must be f32 or bf16, got " + q.describe());
+  if (q.shape[2] <= 0 || q.shape[2] % 2 != 0)
+    return InvalidArgument(prefix + " head_dim must be even and > 0, got " + q.describe());
+  return OkStatus();
+}
+
+// ... and positions [T] i32, inv_freq [head_dim / 2] f32.
+inline Status check_rope_tables(const char* op, const TensorView& positions,
+                                const TensorView& inv_freq, int64_t tokens, int64_t head_dim) {
+  if (positions.ndim != 1 || positions.dtype != DType::kI32 || positions.shape[0] != tokens) {
+    return InvalidArgument(std::string(op) + ": positions must be [" + std::to_string(tokens) +
+                           "] i32, got " + positions.describe());
+  }
+  if (inv_freq.ndim != 1 || inv_freq.dtype != DType::kF32 || inv_freq.shape[0] != head_dim / 2) {
+    return InvalidArgument(std::string(op) + ": inv_freq must be [" + std::to_string(head_dim / 2) +
+                           "] f32 (head_dim / 2), got " + inv_freq.describe());
+  }
+  return OkStatus();
+}
+
 }  // namespace pagoda::cuda

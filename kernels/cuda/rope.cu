@@ -82,16 +82,8 @@ Status launch(const RopeArgs& a, int tokens, int n_heads, int n_kv_heads, int he
 
 Status check_args(const RopeArgs& a) {
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
-  if (a.q.ndim != 3) {
-    return InvalidArgument("rope: q must be [T, n_heads, head_dim], got " + a.q.describe());
-  }
-  if (a.q.dtype != DType::kF32 && a.q.dtype != DType::kBF16) {
-    return InvalidArgument("rope: q dtype must be f32 or bf16, got " + a.q.describe());
-  }
+  PAGODA_RETURN_IF_ERROR(check_rope_heads("rope", "q", a.q));
   const int64_t tokens = a.q.shape[0], n_heads = a.q.shape[1], head_dim = a.q.shape[2];
-  if (head_dim <= 0 || head_dim % 2 != 0) {
-    return InvalidArgument("rope: q head_dim must be even and > 0, got " + a.q.describe());
-  }
   if (a.k.ndim != 3 || a.k.shape[0] != tokens || a.k.shape[2] != head_dim ||
       a.k.dtype != a.q.dtype) {
     return InvalidArgument("rope: k must be [" + std::to_string(tokens) + ", n_kv_heads, " +
@@ -104,15 +96,7 @@ Status check_args(const RopeArgs& a) {
     return InvalidArgument("rope: q/k dims out of range (T and heads * head_dim / 2 < 2^31), got " +
                            a.q.describe() + " and " + a.k.describe());
   }
-  if (a.positions.ndim != 1 || a.positions.dtype != DType::kI32 || a.positions.shape[0] != tokens) {
-    return InvalidArgument("rope: positions must be [" + std::to_string(tokens) + "] i32, got " +
-                           a.positions.describe());
-  }
-  if (a.inv_freq.ndim != 1 || a.inv_freq.dtype != DType::kF32 ||
-      a.inv_freq.shape[0] != head_dim / 2) {
-    return InvalidArgument("rope: inv_freq must be [" + std::to_string(head_dim / 2) +
-                           "] f32 (head_dim / 2), got " + a.inv_freq.describe());
-  }
+  PAGODA_RETURN_IF_ERROR(check_rope_tables("rope", a.positions, a.inv_freq, tokens, head_dim));
   PAGODA_RETURN_IF_ERROR(check_on_cuda("rope", "q", a.q));
   PAGODA_RETURN_IF_ERROR(check_on_cuda("rope", "k", a.k));
   PAGODA_RETURN_IF_ERROR(check_on_cuda("rope", "positions", a.positions));

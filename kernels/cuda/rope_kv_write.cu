@@ -117,16 +117,8 @@ Status invalid(const std::string& what) {
 
 Status check_args(const RopeKvWriteArgs& a) {
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
-  if (a.q_out.ndim != 3) {
-    return invalid("q_out must be [T, n_heads, head_dim], got " + a.q_out.describe());
-  }
-  if (a.q_out.dtype != DType::kF32 && a.q_out.dtype != DType::kBF16) {
-    return invalid("q_out dtype must be f32 or bf16, got " + a.q_out.describe());
-  }
+  PAGODA_RETURN_IF_ERROR(check_rope_heads("rope_kv_write", "q_out", a.q_out));
   const int64_t tokens = a.q_out.shape[0], n_heads = a.q_out.shape[1], head_dim = a.q_out.shape[2];
-  if (head_dim <= 0 || head_dim % 2 != 0) {
-    return invalid("q_out head_dim must be even and > 0, got " + a.q_out.describe());
-  }
   if (a.k_cache.ndim != 4 || a.k_cache.shape[0] < 0 || a.k_cache.shape[1] <= 0 ||
       a.k_cache.shape[2] < 0 || a.k_cache.shape[3] != head_dim) {
     return invalid("k_cache must be [num_blocks, block_size, n_kv_heads, " +
@@ -155,15 +147,8 @@ Status check_args(const RopeKvWriteArgs& a) {
                      a.v_cache.describe());
     }
   }
-  if (a.positions.ndim != 1 || a.positions.dtype != DType::kI32 || a.positions.shape[0] != tokens) {
-    return invalid("positions must be [" + std::to_string(tokens) + "] i32, got " +
-                   a.positions.describe());
-  }
-  if (a.inv_freq.ndim != 1 || a.inv_freq.dtype != DType::kF32 ||
-      a.inv_freq.shape[0] != head_dim / 2) {
-    return invalid("inv_freq must be [" + std::to_string(head_dim / 2) +
-                   "] f32 (head_dim / 2), got " + a.inv_freq.describe());
-  }
+  PAGODA_RETURN_IF_ERROR(
+      check_rope_tables("rope_kv_write", a.positions, a.inv_freq, tokens, head_dim));
   if (a.slot_mapping.ndim != 1 || a.slot_mapping.dtype != DType::kI32 ||
       a.slot_mapping.shape[0] != tokens) {
     return invalid("slot_mapping must be [" + std::to_string(tokens) + "] i32, got " +
