@@ -107,17 +107,24 @@ RequestState* Scheduler::find_mutable(RequestId id) {
   return it == requests_.end() ? nullptr : &it->second;
 }
 
-ScheduledSeq Scheduler::plan_seq(RequestState* r, int n, uint64_t step) const {
+ScheduledSeq Scheduler::plan_seq(RequestState* r, int n, uint64_t step, bool pending_input) {
   ScheduledSeq s;
   s.id = r->id;
-  s.start = r->num_computed;
+  s.start = r->num_scheduled;
   s.num_tokens = n;
-  s.sample = r->num_computed + n == static_cast<int>(r->tokens.size());
-  s.token_ids = std::span<const int32_t>(r->tokens).subspan(s.start, n);
+  const int known = static_cast<int>(r->tokens.size()) + (pending_input ? 1 : 0);
+  s.sample = r->num_scheduled + n == known;
+  s.input_pending = pending_input;
+  if (!pending_input) s.token_ids = std::span<const int32_t>(r->tokens).subspan(s.start, n);
   s.block_table = r->kv.blocks;
+  if (!awaiting_update_.empty() && r->planned_step == awaiting_update_.front()) {
+    r->prev_planned_step = r->planned_step;  // lookahead: it is in the running plan too
+    r->prev_sample_due = r->sample_due;
+  }
   r->planned_step = step;
   r->sample_due = s.sample;
-  r->stop = false;
+  r->pending_input = pending_input;
+  r->num_scheduled += n;
   return s;
 }
 
@@ -125,7 +132,7 @@ void Scheduler::preempt_last_running(StepPlan* plan) {
   RequestState* v = running_.back();
   running_.pop_back();
   kv_.free(&v->kv);
-  v->num_computed = 0;
+  v->num_computed = v->num_scheduled = 0;
   v->running = false;
   ++v->num_preemptions;
   ++num_preemptions_;
@@ -134,7 +141,10 @@ void Scheduler::preempt_last_running(StepPlan* plan) {
 }
 
 StepPlan Scheduler::schedule() {
-  PAGODA_CHECK(!awaiting_update_);  // update() was not called with the previous plan
+  // update() was not called with the previous plan (a lookahead may run one plan ahead)
+  PAGODA_CHECK_LE(awaiting_update_.size(), 1u);
+  const bool lookahead = !awaiting_update_.empty();
+  const uint64_t running_plan = lookahead ? awaiting_update_.front() : 0;
   StepPlan plan;
   plan.step = ++step_;
 
@@ -152,21 +162,34 @@ StepPlan Scheduler::schedule() {
   // planned this step (in front of the current one) stays planned.
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     RequestState* r = running_[i];
-    const int n = std::min(static_cast<int>(r->tokens.size()) - r->num_computed, budget);
+    // Lookahead: a request sampling in the running plan decodes that token next, unless the
+    // token surely ends it (update() will end it before this plan's results come).
+    const bool pending = lookahead && r->planned_step == running_plan && r->sample_due;
+    const int known = static_cast<int>(r->tokens.size()) + (pending ? 1 : 0);
+    if (pending && (r->num_output() + 1 >= r->max_tokens || known >= config_.max_model_len))
+      continue;
+    const int n = std::min(known - r->num_scheduled, budget);
     PAGODA_CHECK_GT(n, 0);
-    bool preempted_self = false;
-    while (!kv_.allocate(&r->kv, r->num_computed + n)) {
-      preempted_self = running_.back() == r;
-      preempt_last_running(&plan);
-      if (preempted_self) break;
+    if (lookahead) {
+      if (!kv_.allocate(&r->kv, r->num_scheduled + n)) {
+        plan.stalled = true;  // no preemption while a plan runs: its requests are in flight
+        break;
+      }
+    } else {
+      bool preempted_self = false;
+      while (!kv_.allocate(&r->kv, r->num_scheduled + n)) {
+        preempted_self = running_.back() == r;
+        preempt_last_running(&plan);
+        if (preempted_self) break;
+      }
+      if (preempted_self) break;  // it was the last one
     }
-    if (preempted_self) break;  // it was the last one
-    plan.seqs.push_back(plan_seq(r, n, plan.step));
+    plan.seqs.push_back(plan_seq(r, n, plan.step, pending));
     budget -= n;
   }
 
   // Waiting requests, in policy order, while everything fits.
-  while (plan.preempted.empty() && budget > 0 && !waiting_.empty() &&
+  while (!plan.stalled && plan.preempted.empty() && budget > 0 && !waiting_.empty() &&
          static_cast<int>(running_.size()) < config_.max_num_seqs) {
     RequestState* r = *waiting_.begin();
     const PrefixMatch match = kv_.match_prefix(&r->kv, r->tokens);
@@ -175,10 +198,10 @@ StepPlan Scheduler::schedule() {
     if (!kv_.allocate(&r->kv, cached + n, match)) break;
     waiting_.erase(waiting_.begin());
     r->running = true;
-    r->num_computed = cached;
+    r->num_computed = r->num_scheduled = cached;
     if (r->num_cached_tokens < 0) r->num_cached_tokens = cached;
     running_.insert(std::upper_bound(running_.begin(), running_.end(), r, order_), r);
-    ScheduledSeq s = plan_seq(r, n, plan.step);
+    ScheduledSeq s = plan_seq(r, n, plan.step, false);
     s.admitted = true;
     s.resumed = r->num_preemptions > 0;
     s.num_cached_tokens = cached;
@@ -187,25 +210,34 @@ StepPlan Scheduler::schedule() {
   }
 
   plan.num_batched_tokens = config_.max_num_batched_tokens - budget;
-  awaiting_update_ = !plan.seqs.empty();
+  if (!plan.seqs.empty()) awaiting_update_.push_back(plan.step);
   return plan;
 }
 
 std::vector<EndedRequest> Scheduler::update(const StepPlan& plan,
                                             std::span<const SampledToken> sampled) {
   std::vector<EndedRequest> ended;
-  PAGODA_CHECK_EQ(plan.step, step_);  // a plan from another step
+  PAGODA_CHECK_LE(plan.step, step_);  // a plan from another scheduler
   if (plan.seqs.empty()) {
     PAGODA_CHECK(sampled.empty());
     return ended;
   }
-  PAGODA_CHECK(awaiting_update_);  // update() twice for one plan
-  awaiting_update_ = false;
+  // Updates come once per plan, oldest first.
+  PAGODA_CHECK(!awaiting_update_.empty());
+  PAGODA_CHECK_EQ(plan.step, awaiting_update_.front());
+  awaiting_update_.erase(awaiting_update_.begin());
 
-  // A request finish()ed since schedule() is skipped (its id may even be live again).
+  // A request finish()ed since schedule() is skipped (its id may even be live again). With a
+  // lookahead plan after this one, the request's slot for this plan is the "prev" one.
   auto planned = [&](RequestId id) -> RequestState* {
     RequestState* r = find_mutable(id);
-    return r != nullptr && r->running && r->planned_step == plan.step ? r : nullptr;
+    return r != nullptr && r->running &&
+                   (r->planned_step == plan.step || r->prev_planned_step == plan.step)
+               ? r
+               : nullptr;
+  };
+  auto due = [&](RequestState* r) -> bool& {
+    return r->prev_planned_step == plan.step ? r->prev_sample_due : r->sample_due;
   };
   std::vector<RequestState*> reqs(plan.seqs.size());
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
@@ -214,7 +246,9 @@ std::vector<EndedRequest> Scheduler::update(const StepPlan& plan,
     if (r == nullptr) continue;
     PAGODA_CHECK_EQ(r->num_computed, s.start);
     r->num_computed += s.num_tokens;
+    PAGODA_CHECK_LE(r->num_computed, r->num_scheduled);
     PAGODA_CHECK_LE(r->num_computed, static_cast<int>(r->tokens.size()));
+    r->stop = false;
   }
   for (const SampledToken& t : sampled) {
     RequestState* r = planned(t.id);
@@ -226,12 +260,13 @@ std::vector<EndedRequest> Scheduler::update(const StepPlan& plan,
                                std::to_string(t.id));
       continue;
     }
-    if (!r->sample_due)
+    if (!due(r))
       internal::check_failed(__FILE__, __LINE__, "one sampled token per sampled request",
                              std::to_string(t.id));
     PAGODA_CHECK_GE(t.token, 0);
-    r->sample_due = false;
+    due(r) = false;
     r->tokens.push_back(t.token);
+    r->pending_input = false;  // a lookahead decode of this token now has its input
     r->stop = t.stop;
   }
 
@@ -240,9 +275,10 @@ std::vector<EndedRequest> Scheduler::update(const StepPlan& plan,
     const ScheduledSeq& s = plan.seqs[i];
     RequestState* r = reqs[i];
     if (r == nullptr) continue;
-    if (r->sample_due)
+    if (due(r))
       internal::check_failed(__FILE__, __LINE__, "no sampled token for a sampled request",
                              std::to_string(s.id));
+    if (r->prev_planned_step == plan.step) r->prev_planned_step = 0;
     kv_.cache_computed(&r->kv, r->tokens, r->num_computed);
     if (!s.sample) continue;
     EndReason reason;
@@ -295,17 +331,25 @@ void Scheduler::check_invariants() const {
   PAGODA_CHECK_EQ(running_.size() + waiting_.size(), requests_.size());
   PAGODA_CHECK_LE(static_cast<int>(running_.size()), config_.max_num_seqs);
   std::vector<int> refs(kv_.num_blocks(), 0);
+  const auto awaiting = [&](uint64_t step) {
+    return step != 0 && std::find(awaiting_update_.begin(), awaiting_update_.end(), step) !=
+                            awaiting_update_.end();
+  };
   for (size_t i = 0; i < running_.size(); ++i) {
     const RequestState* r = running_[i];
     PAGODA_CHECK(r->running);
     PAGODA_CHECK(find(r->id) == r);
     if (i > 0) PAGODA_CHECK(order_(running_[i - 1], r));
-    PAGODA_CHECK_LT(r->num_computed, static_cast<int>(r->tokens.size()));
-    const int need = kv_.blocks_for(r->num_computed);
-    if (awaiting_update_) {
-      PAGODA_CHECK_GE(static_cast<int>(r->kv.blocks.size()), need);
-    } else {
-      PAGODA_CHECK_EQ(static_cast<int>(r->kv.blocks.size()), need);
+    const int known = static_cast<int>(r->tokens.size()) + (r->pending_input ? 1 : 0);
+    PAGODA_CHECK_LE(r->num_computed, r->num_scheduled);
+    PAGODA_CHECK_LE(r->num_scheduled, known);
+    PAGODA_CHECK_EQ(static_cast<int>(r->kv.blocks.size()), kv_.blocks_for(r->num_scheduled));
+    if (r->prev_planned_step != 0) PAGODA_CHECK(awaiting(r->prev_planned_step));
+    if (r->pending_input) PAGODA_CHECK(awaiting(r->planned_step) && r->prev_planned_step != 0);
+    if (!awaiting(r->planned_step)) {
+      // Between steps: what it holds is computed, and it has a token left to compute.
+      PAGODA_CHECK_EQ(r->num_scheduled, r->num_computed);
+      PAGODA_CHECK_LT(r->num_computed, static_cast<int>(r->tokens.size()));
     }
     for (int32_t b : r->kv.blocks) ++refs[b];
   }
@@ -314,6 +358,7 @@ void Scheduler::check_invariants() const {
     PAGODA_CHECK(find(r->id) == r);
     PAGODA_CHECK(r->kv.blocks.empty());
     PAGODA_CHECK_EQ(r->num_computed, 0);
+    PAGODA_CHECK_EQ(r->num_scheduled, 0);
   }
   for (const auto& [id, r] : requests_) {
     PAGODA_CHECK_EQ(id, r.id);

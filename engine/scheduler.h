@@ -13,6 +13,22 @@
 //     for (EndedRequest e : scheduler.update(plan, sampled)) (send the final response)
 //   }
 //
+// Lookahead (async scheduling): schedule() may also be called while one plan N awaits its
+// update(), to plan step N+1 while step N runs on the device. Then:
+// - A request that samples in plan N is planned a decode of the token it samples there
+//   (ScheduledSeq::input_pending: its one input token is plan N's sampled token, which the
+//   caller fills in once known; token_ids is empty), unless that token surely ends it
+//   (max_tokens or max_model_len). A stop token (which only update() learns) ends it at
+//   update(N); its row in plan N+1 is then computed for nothing and update(N+1) skips it.
+// - A request in plan N on a partial prefill chunk gets its next chunk.
+// - Nothing is preempted. When a running request cannot get blocks, planning stops there (no
+//   admission either) and the plan is marked `stalled`: the caller should let update(N) come
+//   first and plan the step after it normally, which preempts as needed.
+// - update(N) must come before update(N+1), and before any further schedule(): at most two
+//   plans await update at a time.
+// Blocks freed while a plan runs (abort, finish, a stop at update(N)) may be handed out by the
+// next plan: its writes must be ordered after the running step's (one device stream does so).
+//
 // Semantics (as a vLLM user expects them):
 // - No prefill/decode phases. Every request has num_computed tokens catching up with its known
 //   tokens (prompt + output). A step computes, per scheduled request, a contiguous range
@@ -102,9 +118,10 @@ struct RequestState {
   int max_tokens = 0;
   int priority = 0;
   int64_t arrival = 0;
-  uint64_t add_seq = 0;  // tie-break: order of add()
-  int num_computed = 0;  // leading tokens whose K/V are in the cache
-  bool running = false;  // else waiting
+  uint64_t add_seq = 0;   // tie-break: order of add()
+  int num_computed = 0;   // leading tokens whose K/V are in the cache
+  int num_scheduled = 0;  // >= num_computed: also those planned by plans awaiting update()
+  bool running = false;   // else waiting
   int num_preemptions = 0;
   int num_cached_tokens = -1;  // prefix-cache hit at first admission; -1 before it
   KvSequence kv;
@@ -115,7 +132,13 @@ struct RequestState {
   bool abort_pending = false;
   uint64_t planned_step = 0;  // last step that scheduled it
   bool sample_due = false;    // planned_step samples it and update() has not seen the token
-  bool stop = false;          // the engine flagged the last sampled token as a stop
+  // Lookahead: an older plan awaiting update() that also scheduled it (0: none), and whether
+  // it samples there; pending_input: planned_step's decode takes as input the token that
+  // prev_planned_step samples, not yet in `tokens`.
+  uint64_t prev_planned_step = 0;
+  bool prev_sample_due = false;
+  bool pending_input = false;
+  bool stop = false;  // the engine flagged the last sampled token as a stop
 };
 
 class Scheduler {
@@ -133,7 +156,7 @@ class Scheduler {
   Status abort(RequestId id);
 
   // Plans the next step. Call update() with the plan before the next schedule() (not needed
-  // for an empty plan).
+  // for an empty plan), or, for a lookahead (see above), at most one schedule() in between.
   StepPlan schedule();
   // After the model ran: advances num_computed of every scheduled request, appends the sampled
   // tokens (exactly one per seq with sample == true, in any order), caches newly filled
@@ -171,7 +194,7 @@ class Scheduler {
   };
 
   RequestState* find_mutable(RequestId id);
-  ScheduledSeq plan_seq(RequestState* r, int n, uint64_t step) const;
+  ScheduledSeq plan_seq(RequestState* r, int n, uint64_t step, bool pending_input);
   void preempt_last_running(StepPlan* plan);
   void end(RequestState* r, EndReason reason);  // removes r from its queue, frees, erases
 
@@ -184,7 +207,7 @@ class Scheduler {
   std::vector<RequestId> pending_aborts_;
   uint64_t step_ = 0;
   uint64_t next_add_seq_ = 0;
-  bool awaiting_update_ = false;
+  std::vector<uint64_t> awaiting_update_;  // non-empty plans not yet updated, oldest first
   int64_t num_preemptions_ = 0;
   std::array<int64_t, 5> ended_{};
 };

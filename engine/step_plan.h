@@ -3,7 +3,8 @@
 //
 // How the model runner turns a plan into a flat ragged batch (DESIGN.md §2), for each
 // ScheduledSeq s at batch row r:
-//   token_ids    += s.token_ids                      (s.num_tokens ids)
+//   token_ids    += s.token_ids                      (s.num_tokens ids; with s.input_pending
+//                                                     the token the previous plan samples)
 //   positions    += s.start, ..., s.start + s.num_tokens - 1
 //   slot_mapping += kv_slot(s.block_table, block_size, pos) for each of those positions
 //   seq_lens[r]   = s.start + s.num_tokens            (the context the step attends over)
@@ -43,6 +44,9 @@ struct ScheduledSeq {
   // Admitted only: leading tokens found in the prefix cache (== start; a multiple of the block
   // size; 0 otherwise or with prefix caching off).
   int32_t num_cached_tokens = 0;
+  // Lookahead only (scheduler.h): a decode whose input token is the one this request samples
+  // in the plan before, not known when this plan was made; token_ids is then empty.
+  bool input_pending = false;
   // Views into the scheduler's state, valid until the next update(), finish() or schedule().
   std::span<const int32_t> token_ids;    // the num_tokens ids at positions [start, ...)
   std::span<const int32_t> block_table;  // the request's blocks in order (covers start + n)
@@ -62,6 +66,9 @@ struct StepPlan {
   // Ended this step because of abort() (blocks freed): report each as cancelled. Not in seqs.
   std::vector<RequestId> aborted;
   int32_t num_batched_tokens = 0;  // sum of num_tokens <= max_num_batched_tokens
+  // Lookahead only: a running request could not get blocks, so planning stopped before it (a
+  // normal schedule() would have preempted). Plan the next step after update() instead.
+  bool stalled = false;
   bool empty() const { return seqs.empty(); }
 };
 

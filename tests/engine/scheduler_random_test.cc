@@ -6,9 +6,14 @@
 // every K/V it attends over; a wrong block table, a bad prefix-cache hit, an overwritten shared
 // block or a resumed request that does not recompute exactly its tokens changes the output,
 // which must equal the request's output when run alone, step for step.
+//
+// With Params::lookahead the driver runs as the engine's async scheduling does: it plans step
+// N+1 while step N is "in flight" (computed, not yet updated), fills in the pending input of
+// each lookahead decode once N's token is known, and plans normally after a stalled lookahead.
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -67,10 +72,18 @@ struct Params {
   SchedulingPolicy policy;
   int num_requests;
   uint64_t hash_mask = ~uint64_t{0};  // a few bits: hash collisions everywhere
+  bool lookahead = false;             // plan one step ahead (async scheduling)
 };
 
-// Returns the number of preemptions through *preemptions.
-void run_random(const Params& p, int64_t* preemptions = nullptr) {
+struct LookaheadCounts {
+  int64_t pending_rows = 0;  // decodes planned before their input token was known
+  int64_t wasted_rows = 0;   // rows of requests that had ended by the time their step ran
+  int64_t stalls = 0;
+};
+
+// Adds the number of preemptions to *preemptions and the lookahead counts to *counts.
+void run_random(const Params& p, int64_t* preemptions = nullptr,
+                LookaheadCounts* counts = nullptr) {
   SCOPED_TRACE("seed " + std::to_string(p.seed));
   std::mt19937 rng(p.seed);
   auto uniform = [&](int lo, int hi) { return lo + static_cast<int>(rng() % (hi - lo + 1)); };
@@ -108,8 +121,17 @@ void run_random(const Params& p, int64_t* preemptions = nullptr) {
     ASSERT_EQ(live.erase(id), 1u);
   };
 
+  struct InFlight {
+    StepPlan plan;
+    std::vector<SampledToken> sampled;  // computed when it "ran"; update() when it comes back
+  };
+  std::optional<InFlight> in_flight;
+  bool sync_next = false;
+  LookaheadCounts lookahead;
+  std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> views;  // ids, block table
+
   for (int step = 0; step < 100000; ++step) {
-    if (next_id == p.num_requests && !sched.has_unfinished()) break;
+    if (next_id == p.num_requests && !sched.has_unfinished() && !in_flight) break;
     // Arrivals: quiet phases and bursts, so queues build up and drain.
     const int burst = (step / 50) % 3 == 1 ? 4 : 1;
     for (int k = uniform(0, burst); k > 0 && next_id < p.num_requests; --k) {
@@ -143,11 +165,46 @@ void run_random(const Params& p, int64_t* preemptions = nullptr) {
       }
     }
 
-    StepPlan plan = sched.schedule();
-    preempted_seen += static_cast<int64_t>(plan.preempted.size());
-    for (RequestId id : plan.aborted) {
-      ASSERT_TRUE(aborted_by_us.contains(id));
-      end_once(id, EndReason::kAborted);
+    // Plan: normally; with lookahead while the previous step is in flight too, unless that
+    // lookahead stalled.
+    StepPlan plan;
+    const bool planned = !in_flight || !sync_next;
+    if (planned) {
+      plan = sched.schedule();
+      preempted_seen += static_cast<int64_t>(plan.preempted.size());
+      if (in_flight) {
+        ASSERT_TRUE(plan.preempted.empty()) << "a lookahead preempted";
+      }
+      for (RequestId id : plan.aborted) {
+        ASSERT_TRUE(aborted_by_us.contains(id));
+        end_once(id, EndReason::kAborted);
+      }
+      lookahead.stalls += plan.stalled;
+      // The plan's views last only until the next update(): keep copies, as the engine's
+      // model runner does by building its batch before that update.
+      views.resize(plan.seqs.size());
+      for (size_t i = 0; i < plan.seqs.size(); ++i) {
+        ScheduledSeq& q = plan.seqs[i];
+        views[i].first.assign(q.token_ids.begin(), q.token_ids.end());
+        views[i].second.assign(q.block_table.begin(), q.block_table.end());
+        q.token_ids = views[i].first;
+        q.block_table = views[i].second;
+      }
+      if (!in_flight) {
+        ASSERT_FALSE(plan.stalled);
+      }
+    }
+    // The step in flight has "come back": update it before running the new plan.
+    if (in_flight) {
+      for (const EndedRequest& e : sched.update(in_flight->plan, in_flight->sampled))
+        end_once(e.id, e.reason);
+      in_flight.reset();
+    }
+    sync_next = planned && plan.stalled;
+    if (!planned || plan.empty()) {
+      sched.check_invariants();
+      if (::testing::Test::HasFatalFailure()) return;
+      continue;
     }
     ASSERT_LE(plan.num_batched_tokens, p.budget);
     ASSERT_LE(static_cast<int>(plan.seqs.size()), p.max_num_seqs);
@@ -158,6 +215,16 @@ void run_random(const Params& p, int64_t* preemptions = nullptr) {
       ASSERT_TRUE(in_plan.insert(s.id).second);
       ASSERT_GT(s.num_tokens, 0);
       total += s.num_tokens;
+      // A lookahead row of a request that ended at the update above still runs (its blocks
+      // are free now, and nobody else's until a later plan), and its token is dropped.
+      const bool dead = ended.contains(s.id);
+      if (dead) {
+        // Only a stop, which the scheduler cannot foresee, wastes a row: a lookahead never
+        // plans a request that its max_tokens or max_model_len is about to end.
+        ASSERT_STREQ(end_reason_name(ended[s.id]), end_reason_name(EndReason::kStop))
+            << "request " << s.id;
+      }
+      lookahead.wasted_rows += dead;
       const Spec& spec = specs[s.id];
       const auto& out = outputs[s.id];
       const int known = static_cast<int>(spec.prompt.size() + out.size());
@@ -168,15 +235,27 @@ void run_random(const Params& p, int64_t* preemptions = nullptr) {
       if (s.admitted) {
         ASSERT_EQ(s.num_cached_tokens, s.start);
       }
+      if (s.input_pending) {
+        ASSERT_TRUE(p.lookahead);
+        ASSERT_EQ(s.num_tokens, 1);
+        ASSERT_TRUE(s.token_ids.empty());
+        ++lookahead.pending_rows;
+      } else {
+        ASSERT_EQ(static_cast<int>(s.token_ids.size()), s.num_tokens);
+      }
       for (int j = 0; j < s.num_tokens; ++j) {
         const int pos = s.start + j;
         const int32_t want = pos < static_cast<int>(spec.prompt.size())
                                  ? spec.prompt[pos]
                                  : out[pos - spec.prompt.size()];
-        ASSERT_EQ(s.token_ids[j], want) << "request " << s.id << " position " << pos;
+        // A pending input is the token the previous step sampled, known by now.
+        const int32_t token = s.input_pending ? out.back() : s.token_ids[j];
+        ASSERT_EQ(token, want) << "request " << s.id << " position " << pos;
         const int32_t block = s.block_table[pos / bs];
-        ASSERT_EQ(sched.kv().ref_count(block), 1) << "a write into a shared block";
-        ASSERT_FALSE(sched.kv().is_cached(block)) << "a write into a cached block";
+        if (!dead) {
+          ASSERT_EQ(sched.kv().ref_count(block), 1) << "a write into a shared block";
+          ASSERT_FALSE(sched.kv().is_cached(block)) << "a write into a cached block";
+        }
         uint64_t prev = 0;
         if (pos > 0) {
           const int32_t ps = kv_slot(s.block_table, bs, pos - 1);
@@ -184,10 +263,10 @@ void run_random(const Params& p, int64_t* preemptions = nullptr) {
           prev = kv[ps];
         }
         const int32_t slot = kv_slot(s.block_table, bs, pos);
-        kv[slot] = chain(prev, s.token_ids[j], pos);
+        kv[slot] = chain(prev, token, pos);
         written[slot] = 1;
       }
-      if (s.sample) {
+      if (s.sample && !dead) {
         const int32_t t = sample_from(kv[kv_slot(s.block_table, bs, s.start + s.num_tokens - 1)]);
         outputs[s.id].push_back(t);
         sampled.push_back({s.id, t, spec.eos && t == kEos});
@@ -195,12 +274,18 @@ void run_random(const Params& p, int64_t* preemptions = nullptr) {
     }
     ASSERT_EQ(total, plan.num_batched_tokens);
     // Sometimes a cancel lands while the model runs.
-    if (!plan.seqs.empty() && rng() % 40 == 0) {
+    if (rng() % 40 == 0) {
       const RequestId id = plan.seqs[rng() % plan.seqs.size()].id;
-      ASSERT_TRUE(sched.abort(id).ok());
-      aborted_by_us.insert(id);
+      if (live.contains(id)) {
+        ASSERT_TRUE(sched.abort(id).ok());
+        aborted_by_us.insert(id);
+      }
     }
-    for (const EndedRequest& e : sched.update(plan, sampled)) end_once(e.id, e.reason);
+    if (p.lookahead) {
+      in_flight = InFlight{std::move(plan), std::move(sampled)};
+    } else {
+      for (const EndedRequest& e : sched.update(plan, sampled)) end_once(e.id, e.reason);
+    }
     sched.check_invariants();
     if (::testing::Test::HasFatalFailure()) return;
   }
@@ -213,6 +298,11 @@ void run_random(const Params& p, int64_t* preemptions = nullptr) {
   for (int b = 0; b < p.num_blocks; ++b) ASSERT_EQ(sched.kv().ref_count(b), 0);
   EXPECT_EQ(sched.num_preemptions(), preempted_seen);
   if (preemptions != nullptr) *preemptions += preempted_seen;
+  if (counts != nullptr) {
+    counts->pending_rows += lookahead.pending_rows;
+    counts->wasted_rows += lookahead.wasted_rows;
+    counts->stalls += lookahead.stalls;
+  }
   for (const auto& [id, reason] : ended) {
     const Expected want = run_alone(specs[id], p.max_model_len);
     const auto& got = outputs[id];
@@ -267,6 +357,38 @@ TEST(SchedulerRandomTest, TinyPoolsPreemptAndStillMatchSoloRuns) {
     if (HasFatalFailure()) return;
   }
   EXPECT_GT(preemptions, 50);
+}
+
+// Async scheduling: every case above again, planning each step while the one before is in
+// flight. Outputs must still equal the solo runs, with every block returned, and the runs must
+// exercise what is new: pending inputs, rows wasted on requests that stopped, and stalls that
+// fall back to a normal (preempting) plan.
+TEST(SchedulerRandomTest, LookaheadMatchesSoloRuns) {
+  LookaheadCounts counts;
+  int64_t preemptions = 0;
+  for (uint32_t seed = 300; seed < 320; ++seed) {
+    const int block = 1 + static_cast<int>(seed % 4);
+    const int max_len = 24 + static_cast<int>(seed % 3) * 12;
+    // Pools from barely one request (many stalls and preemptions) to roomy.
+    const int blocks = (max_len + block - 1) / block + (seed % 2 == 0 ? 2 : 40);
+    Params p = {seed,
+                block,
+                blocks,
+                seed % 5 == 0 ? 3 : 24,
+                seed % 3 == 0 ? 4 : 16,
+                max_len,
+                seed % 4 != 1,
+                seed % 3 == 0 ? SchedulingPolicy::kPriority : SchedulingPolicy::kFcfs,
+                200};
+    p.lookahead = true;
+    if (seed % 7 == 0) p.hash_mask = 3;
+    run_random(p, &preemptions, &counts);
+    if (HasFatalFailure()) return;
+  }
+  EXPECT_GT(counts.pending_rows, 1000);
+  EXPECT_GT(counts.wasted_rows, 20);
+  EXPECT_GT(counts.stalls, 20);
+  EXPECT_GT(preemptions, 20);
 }
 
 }  // namespace

@@ -540,7 +540,11 @@ TEST(SchedulerDeathTest, MissingUpdateIsCaught) {
   r.prompt = {1, 2, 3};
   ASSERT_TRUE(s.add(r).ok());
   const StepPlan plan = s.schedule();
-  EXPECT_DEATH(s.schedule(), "CHECK failed");
+  const StepPlan ahead = s.schedule();  // one lookahead plan is allowed (async scheduling)
+  ASSERT_EQ(ahead.seqs.size(), 1u);
+  EXPECT_TRUE(ahead.seqs[0].input_pending);
+  EXPECT_DEATH(s.schedule(), "CHECK failed");         // but not a second
+  EXPECT_DEATH(s.update(ahead, {}), "CHECK failed");  // nor updates out of order
   EXPECT_DEATH(s.update(plan, {}), "no sampled token");
 }
 

@@ -1,0 +1,138 @@
+// Lookahead (async scheduling) by tables: plan N+1 while plan N awaits its update(), as the
+// engine does while step N runs on the device. Each case scripts the calls and checks every
+// plan's rows {id, start, n, sample, input_pending}, what ended when, and the stall that hands
+// control back to a normal, preempting schedule().
+#include <gtest/gtest.h>
+
+#include <ostream>
+#include <vector>
+
+#include "engine/scheduler.h"
+
+namespace pagoda {
+namespace {
+
+struct Row {
+  RequestId id;
+  int start, n;
+  bool sample, pending;
+  bool operator==(const Row&) const = default;
+};
+void PrintTo(const Row& r, std::ostream* os) {
+  *os << "{id " << r.id << ", [" << r.start << ", +" << r.n << ")" << (r.sample ? " sample" : "")
+      << (r.pending ? " pending" : "") << "}";
+}
+
+std::vector<Row> rows(const StepPlan& plan) {
+  std::vector<Row> out;
+  for (const ScheduledSeq& s : plan.seqs) {
+    out.push_back({s.id, s.start, s.num_tokens, s.sample, s.input_pending});
+    EXPECT_EQ(s.token_ids.size(), s.input_pending ? 0u : static_cast<size_t>(s.num_tokens));
+  }
+  return out;
+}
+
+std::vector<RequestId> ids(const std::vector<EndedRequest>& ended, EndReason want) {
+  std::vector<RequestId> out;
+  for (const EndedRequest& e : ended) {
+    EXPECT_STREQ(end_reason_name(e.reason), end_reason_name(want)) << "request " << e.id;
+    out.push_back(e.id);
+  }
+  return out;
+}
+
+Scheduler make(int block_size, int num_blocks, int budget, int max_model_len) {
+  SchedulerConfig c;
+  c.block_size = block_size;
+  c.num_blocks = num_blocks;
+  c.max_num_batched_tokens = budget;
+  c.max_num_seqs = 4;
+  c.max_model_len = max_model_len;
+  c.enable_prefix_caching = false;
+  return Scheduler(c);
+}
+
+void add(Scheduler& s, RequestId id, int prompt_len, int max_tokens) {
+  NewRequest r;
+  r.id = id;
+  r.prompt.assign(prompt_len, static_cast<int32_t>(id));
+  r.max_tokens = max_tokens;
+  r.arrival = id;
+  ASSERT_TRUE(s.add(std::move(r)).ok());
+}
+
+constexpr bool S = true, C = false;  // sample / chunk
+constexpr bool P = true, K = false;  // input pending / known
+
+// A prefill chunk continues and sampled requests decode their pending token; a request whose
+// next token is surely its last (max_tokens) is not planned again, so nothing is wasted.
+TEST(SchedulerLookaheadTest, ChunksContinueAndDecodesWaitForTheirToken) {
+  Scheduler s = make(4, 4, 8, 16);
+  add(s, 1, 3, 3);
+  add(s, 2, 6, 2);
+  const StepPlan p1 = s.schedule();
+  EXPECT_EQ(rows(p1), (std::vector<Row>{{1, 0, 3, S, K}, {2, 0, 5, C, K}}));
+  const StepPlan p2 = s.schedule();  // step 1 in flight
+  EXPECT_EQ(rows(p2), (std::vector<Row>{{1, 3, 1, S, P}, {2, 5, 1, S, K}}));
+  EXPECT_FALSE(p2.stalled);
+  s.check_invariants();
+  EXPECT_TRUE(s.update(p1, std::vector<SampledToken>{{1, 7, false}}).empty());
+  EXPECT_EQ(s.find(1)->tokens.back(), 7);  // the pending input of step 2, now known
+  s.check_invariants();
+  const StepPlan p3 = s.schedule();  // step 2 in flight
+  EXPECT_EQ(rows(p3), (std::vector<Row>{{1, 4, 1, S, P}, {2, 6, 1, S, P}}));
+  EXPECT_TRUE(s.update(p2, std::vector<SampledToken>{{1, 8, false}, {2, 9, false}}).empty());
+  const StepPlan p4 = s.schedule();  // step 3 in flight: both end after it
+  EXPECT_TRUE(p4.empty());
+  EXPECT_EQ(ids(s.update(p3, std::vector<SampledToken>{{1, 10, false}, {2, 11, false}}),
+                EndReason::kMaxTokens),
+            (std::vector<RequestId>{1, 2}));
+  EXPECT_FALSE(s.has_unfinished());
+  EXPECT_EQ(s.kv().num_free(), 4);
+}
+
+// A stop only update() learns: the lookahead row was planned for nothing, and update() of its
+// plan skips it (no token is owed for it).
+TEST(SchedulerLookaheadTest, AStopAtTheRunningStepWastesOneRow) {
+  Scheduler s = make(4, 4, 8, 16);
+  add(s, 1, 2, 5);
+  add(s, 2, 2, 5);
+  const StepPlan p1 = s.schedule();
+  const StepPlan p2 = s.schedule();
+  EXPECT_EQ(rows(p2), (std::vector<Row>{{1, 2, 1, S, P}, {2, 2, 1, S, P}}));
+  EXPECT_EQ(
+      ids(s.update(p1, std::vector<SampledToken>{{1, 3, true}, {2, 4, false}}), EndReason::kStop),
+      (std::vector<RequestId>{1}));
+  EXPECT_EQ(s.find(1), nullptr);
+  s.check_invariants();
+  EXPECT_TRUE(s.update(p2, std::vector<SampledToken>{{2, 5, false}}).empty());
+  EXPECT_EQ(s.find(2)->tokens, (std::vector<int32_t>{2, 2, 4, 5}));
+  s.check_invariants();
+}
+
+// No preemption while a step runs: the lookahead stops at the request that cannot get a block
+// and says so; the normal schedule() after the update preempts.
+TEST(SchedulerLookaheadTest, NoBlocksStallsThenTheNormalPlanPreempts) {
+  Scheduler s = make(4, 3, 16, 12);
+  add(s, 1, 4, 8);
+  add(s, 2, 4, 8);
+  const StepPlan p1 = s.schedule();
+  EXPECT_EQ(rows(p1), (std::vector<Row>{{1, 0, 4, S, K}, {2, 0, 4, S, K}}));
+  const StepPlan p2 = s.schedule();  // 1 takes the last free block, 2 finds none
+  EXPECT_EQ(rows(p2), (std::vector<Row>{{1, 4, 1, S, P}}));
+  EXPECT_TRUE(p2.stalled);
+  EXPECT_TRUE(p2.preempted.empty());
+  s.check_invariants();
+  EXPECT_TRUE(s.update(p1, std::vector<SampledToken>{{1, 5, false}, {2, 6, false}}).empty());
+  EXPECT_TRUE(s.update(p2, std::vector<SampledToken>{{1, 7, false}}).empty());
+  s.check_invariants();
+  const StepPlan p3 = s.schedule();  // nothing in flight: a normal plan, which preempts
+  EXPECT_EQ(rows(p3), (std::vector<Row>{{1, 5, 1, S, K}}));
+  EXPECT_EQ(p3.preempted, (std::vector<RequestId>{2}));
+  EXPECT_FALSE(p3.stalled);
+  EXPECT_EQ(s.find(2)->tokens, (std::vector<int32_t>{2, 2, 2, 2, 6}));  // output kept
+  s.check_invariants();
+}
+
+}  // namespace
+}  // namespace pagoda
