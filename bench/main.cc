@@ -128,6 +128,7 @@ constexpr const char* kUsage =
     "                          [--max-num-seqs 256] [--max-batched-tokens 2048] [--kv-cache-mb "
     "512]\n"
     "                          [--temperature 0] [--top-p 1] [--device-sampling true]\n"
+    "                          [--async-scheduling false]\n"
     "       pagoda-bench device [--shape llama3-1b] [--dtype bf16] [--device cuda:0/bf16]\n"
     "                          [--batches 1,8,64] [--context 1024] [--prompt-len 2048]\n"
     "                          [--decode-steps 32] [--threads N] [--json FILE]\n"

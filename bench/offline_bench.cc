@@ -1,7 +1,8 @@
 // pagoda-bench offline: N requests of fixed input/output lengths through the Engine at once, on
 // a synthetic model; prints output tokens/s and, measured in the same run, the single-request
 // decode rate, so the gain from batching shows as a ratio. Greedy by default; --temperature T
-// (with --top-p) samples, seeded, on the backend or, with --device-sampling false, on the host.
+// (with --top-p) samples, seeded, on the backend or, with --device-sampling false, on the host;
+// --async-scheduling true plans each step while the one before runs (EngineConfig).
 #include <chrono>
 #include <cstdio>
 
@@ -15,6 +16,14 @@
 
 namespace pagoda {
 namespace {
+
+// A flag that is "true" or "false" (fallback when absent).
+StatusOr<bool> bool_flag(const Flags& flags, const std::string& name, bool fallback) {
+  const std::string v = flags.get_string(name, fallback ? "true" : "false");
+  if (v != "true" && v != "false")
+    return InvalidArgument("--" + name + " must be true or false, got '" + v + "'");
+  return v == "true";
+}
 
 struct RunResult {
   double seconds = 0;
@@ -71,7 +80,7 @@ Status run_offline_bench(const std::vector<std::string>& args) {
       Flags flags,
       Flags::parse(args, {"shape", "dtype", "threads", "num-requests", "input-len", "output-len",
                           "max-num-seqs", "max-batched-tokens", "kv-cache-mb", "device",
-                          "temperature", "top-p", "device-sampling"}));
+                          "temperature", "top-p", "device-sampling", "async-scheduling"}));
   PAGODA_ASSIGN_OR_RETURN(int64_t n, flags.get_int("num-requests", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t in_len, flags.get_int("input-len", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t out_len, flags.get_int("output-len", 64, 1, 1 << 20));
@@ -83,10 +92,10 @@ Status run_offline_bench(const std::vector<std::string>& args) {
   PAGODA_ASSIGN_OR_RETURN(double top_p, flags.get_double("top-p", 1.0, 1e-6, 1.0));
   sampling.temperature = static_cast<float>(temperature);
   sampling.top_p = static_cast<float>(top_p);
-  const std::string device_sampling = flags.get_string("device-sampling", "true");
-  if (device_sampling != "true" && device_sampling != "false")
-    return InvalidArgument("--device-sampling must be true or false, got '" + device_sampling +
-                           "'");
+  PAGODA_ASSIGN_OR_RETURN(const bool device_sampling,
+                          bool_flag(flags, "device-sampling", /*fallback=*/true));
+  PAGODA_ASSIGN_OR_RETURN(const bool async_scheduling,
+                          bool_flag(flags, "async-scheduling", /*fallback=*/false));
   PAGODA_ASSIGN_OR_RETURN(std::unique_ptr<SyntheticRig> rig,
                           build_synthetic_rig(flags, "stories260K", "f32", in_len + out_len,
                                               "--input-len + --output-len"));
@@ -101,7 +110,8 @@ Status run_offline_bench(const std::vector<std::string>& args) {
   ec.kv_cache_bytes = static_cast<size_t>(kv_mb) << 20;
   ec.max_model_len = static_cast<int>(in_len + out_len);
   ec.enable_prefix_caching = false;  // distinct prompts; keep the comparison about batching
-  ec.device_sampling = device_sampling == "true";
+  ec.device_sampling = device_sampling;
+  ec.async_scheduling = async_scheduling;
 
   PAGODA_ASSIGN_OR_RETURN(RunResult single, run_requests(model, ec, 1, static_cast<int>(in_len),
                                                          static_cast<int>(out_len), sampling));
@@ -110,12 +120,13 @@ Status run_offline_bench(const std::vector<std::string>& args) {
                                        static_cast<int>(out_len), sampling));
   const double single_tps = single.output_tokens / single.seconds;
   const double batch_tps = batch.output_tokens / batch.seconds;
-  char how[96];
+  char how[112];
   if (sampling.temperature > 0) {
-    std::snprintf(how, sizeof(how), "T %.2f, top-p %.2f, %s", sampling.temperature, sampling.top_p,
-                  ec.device_sampling ? "on the backend" : "on the host");
+    std::snprintf(how, sizeof(how), "T %.2f, top-p %.2f, %s%s", sampling.temperature,
+                  sampling.top_p, ec.device_sampling ? "on the backend" : "on the host",
+                  ec.async_scheduling ? ", async" : "");
   } else {
-    std::snprintf(how, sizeof(how), "greedy");
+    std::snprintf(how, sizeof(how), "greedy%s", ec.async_scheduling ? ", async" : "");
   }
   std::printf(
       "| shape | dtype | backend | sampling | requests | in | out | output tok/s | "

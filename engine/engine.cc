@@ -4,26 +4,9 @@
 #include <cstdio>
 #include <random>
 
-namespace pagoda {
+#include "engine/engine_live.h"
 
-struct Engine::Live {
-  RequestId id = 0;
-  Request request;
-  std::shared_ptr<OutputChannel> channel;
-  uint64_t seed = 0;
-  std::unique_ptr<IncrementalDetokenizer> detok;
-  std::string text;     // detokenized output so far (cut at a stop string once matched)
-  size_t emitted = 0;   // bytes of text already sent
-  size_t holdback = 0;  // longest stop string - 1: bytes that may still start a match
-  FinishReason stop_reason = FinishReason::kNone;    // set by our stop conditions
-  FinishReason cancel_reason = FinishReason::kNone;  // set when we asked for an abort
-  Usage usage;
-  RequestTimings timings;
-  int preemptions = 0;
-  RequestTimeline timeline;
-  bool admitted = false;
-  std::vector<TokenLogprobs> logprobs;  // of sampled tokens not yet emitted (params.logprobs > 0)
-};
+namespace pagoda {
 
 namespace {
 
@@ -36,25 +19,6 @@ Status field_error(const std::string& field, const std::string& what) {
 size_t utf8_boundary(const std::string& s, size_t n) {
   while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   return n;
-}
-
-// The sampler's greedy path with nothing that needs the logits on the host: no penalties, no
-// logprobs. Then its choice is exactly the backend's argmax (kernels/ops.h ArgmaxArgs).
-bool greedy_on_backend(const SamplingParams& p) {
-  return (!(p.temperature > 0.0f) || p.top_k == 1) && p.repetition_penalty == 1.0f &&
-         p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f && p.logprobs == 0;
-}
-
-FinishReason from_end_reason(EndReason r, FinishReason stop_reason) {
-  switch (r) {
-    case EndReason::kStop:
-      return stop_reason == FinishReason::kNone ? FinishReason::kStop : stop_reason;
-    case EndReason::kMaxTokens:
-    case EndReason::kMaxModelLen: return FinishReason::kLength;
-    case EndReason::kAborted: return FinishReason::kCancelled;
-    case EndReason::kError: return FinishReason::kError;
-  }
-  return FinishReason::kError;
 }
 
 }  // namespace
@@ -235,12 +199,17 @@ void Engine::loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [&] {
-        return stop_ || !inbox_.empty() || !cancels_.empty() || scheduler_.has_unfinished();
+        return stop_ || !inbox_.empty() || !cancels_.empty() || scheduler_.has_unfinished() ||
+               in_flight_ != nullptr;
       });
-      if (stop_) return;
+      if (stop_) break;
     }
     step();
   }
+  // Shutting down: wait for a step still on the device, so the model is idle again (the
+  // destructor ends every request as cancelled).
+  if (in_flight_ != nullptr) (void)runner_->collect(&in_flight_->sampled);
+  in_flight_ = nullptr;
 }
 
 void Engine::drain_inbox() {
@@ -280,194 +249,9 @@ void Engine::drain_inbox() {
   }
 }
 
-void Engine::step() {
-  drain_inbox();
-  if (!scheduler_.has_unfinished()) return;
-  StepPlan plan = scheduler_.schedule();
-  for (RequestId id : plan.aborted) {
-    auto it = live_.find(id);
-    if (it == live_.end()) continue;
-    const FinishReason why = it->second->cancel_reason;
-    finish(id, why == FinishReason::kNone ? FinishReason::kCancelled : why);
-  }
-  const auto now = EngineClock::now();
-  for (RequestId id : plan.preempted) {
-    Live& l = live(id, "preempted");
-    ++l.preemptions;
-    l.timeline.preempted_at.push_back(now);
-  }
-  if (plan.empty()) return;
-
-  for (const ScheduledSeq& s : plan.seqs) {
-    Live& l = live(s.id, "admitted");
-    if (s.admitted && !l.admitted) {
-      l.admitted = true;
-      l.timings.scheduled = now;
-      l.usage.cached_tokens = s.num_cached_tokens;
-    }
-  }
-  // Rows are sampled where the logits are and copy back one id (device sampling: every row,
-  // and rows that ask for logprobs also copy back their logits for the host's logprobs;
-  // otherwise greedy rows without penalties, by argmax, and the rest copy back their logits
-  // for the host sampler).
-  const int vocab_size = model_->config().vocab_size;
-  wants_logits_.assign(plan.seqs.size(), 0);
-  ModelRunner::RowSampling& rs = row_sampling_;
-  rs.params.assign(plan.seqs.size(), SampleRowParams{});
-  rs.penalty_start.assign(1, 0);
-  rs.penalty_ids.clear();
-  rs.penalty_counts.clear();
-  for (size_t i = 0; i < plan.seqs.size(); ++i) {
-    if (plan.seqs[i].sample) {
-      const Live& l = live(plan.seqs[i].id, "plan");
-      const SamplingParams& p = l.request.params;
-      wants_logits_[i] = config_.device_sampling ? p.logprobs > 0 : !greedy_on_backend(p);
-      if (config_.device_sampling) {
-        const RequestState* st = scheduler_.find(plan.seqs[i].id);
-        rs.params[i] = sample_row_params(p, l.seed, static_cast<int64_t>(st->tokens.size()));
-        sampler_.penalty_table(
-            p, {st->tokens.data(), static_cast<size_t>(st->prompt_len)},
-            {st->tokens.data() + st->prompt_len, static_cast<size_t>(st->num_output())}, vocab_size,
-            &rs.penalty_ids, &rs.penalty_counts);
-      }
-    }
-    rs.penalty_start.push_back(static_cast<int32_t>(rs.penalty_ids.size()));
-  }
-  const Status run =
-      runner_->execute(plan, wants_logits_, config_.device_sampling ? &rs : nullptr, &sampled_);
-  const auto computed = EngineClock::now();
-  for (const ScheduledSeq& s : plan.seqs) {
-    // A decode computes exactly the last sampled token of a running request; anything else
-    // (re)computes a prefix. A resume whose prefix is all cached computes one token, but it
-    // was admitted this step: a recompute.
-    const RequestState* st = scheduler_.find(s.id);
-    const bool decode = !s.admitted && s.num_tokens == 1 && s.start >= st->prompt_len &&
-                        s.start == static_cast<int32_t>(st->tokens.size()) - 1;
-    if (decode) continue;
-    Live& l = live(s.id, "prefill");
-    l.timeline.prefill_chunks.push_back({now, computed, s.start, s.num_tokens, l.preemptions > 0});
-  }
-  if (!run.ok()) {
-    for (const ScheduledSeq& s : plan.seqs) {
-      (void)scheduler_.finish(s.id, EndReason::kError);
-      finish(s.id, FinishReason::kError, run);
-    }
-    (void)scheduler_.update(plan, {});
-    return;
-  }
-
-  const ModelConfig& mc = model_->config();
-  host_row_work(plan);
-  std::vector<SampledToken> sampled;
-  std::unordered_map<RequestId, int> new_token;
-  for (size_t i = 0; i < plan.seqs.size(); ++i) {
-    const ScheduledSeq& s = plan.seqs[i];
-    if (!s.sample) continue;
-    Live& l = live(s.id, "sampled");
-    const SamplingParams& p = l.request.params;
-    const int token = row_tokens_[i];
-    if (p.logprobs > 0) l.logprobs.push_back(std::move(row_logprobs_[i]));
-    bool stop = false;
-    if ((!p.ignore_eos && std::count(mc.eos_token_ids.begin(), mc.eos_token_ids.end(), token)) ||
-        std::count(p.stop_token_ids.begin(), p.stop_token_ids.end(), token)) {
-      stop = true;
-      l.stop_reason = FinishReason::kStop;
-    }
-    if (l.detok) {
-      const auto detok_start = EngineClock::now();
-      l.text += l.detok->push(token);
-      l.timeline.detokenize_busy += EngineClock::now() - detok_start;
-      ++l.timeline.detokenized_tokens;
-      for (const std::string& ss : l.request.stop_strings) {
-        const size_t from = l.emitted;
-        const size_t at = l.text.find(ss, from);
-        if (at != std::string::npos) {
-          l.text.resize(at);
-          stop = true;
-          l.stop_reason = FinishReason::kStopSequence;
-        }
-      }
-    }
-    if (l.usage.completion_tokens == 0) l.timings.first_token = EngineClock::now();
-    ++l.usage.completion_tokens;
-    sampled.push_back({s.id, token, stop});
-    new_token[s.id] = token;
-  }
-  const std::vector<EndedRequest> ended = scheduler_.update(plan, sampled);
-  // Publish the state first: a consumer that sees a final message also sees the engine
-  // without that request (in stats() and in cancel()).
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const EndedRequest& e : ended) known_.erase(e.id);
-    publish_stats_locked();
-    ++stats_.steps;
-    stats_.computed_tokens += plan.num_batched_tokens;
-    stats_.generated_tokens += static_cast<int64_t>(sampled.size());
-  }
-  for (const EndedRequest& e : ended) {
-    auto it = live_.find(e.id);
-    if (it == live_.end()) continue;
-    std::vector<int> ids;
-    if (auto t = new_token.find(e.id); t != new_token.end()) {
-      ids.push_back(t->second);
-      new_token.erase(t);
-    }
-    Live& l = *it->second;
-    emit(l, std::move(ids), true, from_end_reason(e.reason, l.stop_reason), OkStatus());
-    live_.erase(it);
-  }
-  for (const auto& [id, token] : new_token)
-    emit(live(id, "emit"), {token}, false, FinishReason::kNone, OkStatus());
-}
-
-void Engine::host_row_work(const StepPlan& plan) {
-  const int vocab = model_->config().vocab_size;
-  const bool on_backend = config_.device_sampling;
-  row_tokens_.assign(plan.seqs.size(), -1);
-  row_logprobs_.resize(plan.seqs.size());
-  host_rows_.clear();
-  for (size_t i = 0; i < plan.seqs.size(); ++i) {
-    if (!plan.seqs[i].sample) continue;
-    const int row = sampled_.row_of_seq[i];
-    if (!wants_logits_[i]) {
-      row_tokens_[i] = sampled_.ids[row];
-      continue;
-    }
-    if (on_backend) row_tokens_[i] = sampled_.ids[row];
-    const Live& l = live(plan.seqs[i].id, "host row");
-    host_rows_.push_back({i, sampled_.logits.data() + static_cast<size_t>(row) * vocab,
-                          &l.request.params, scheduler_.find(plan.seqs[i].id), l.seed});
-  }
-  // Each row's result depends on that row alone, so rows go to the pool's threads in any split
-  // (logprobs cost O(vocab) each: ~0.2 ms at 128K on one core, and a step may have many).
-  const auto work = [&](int64_t begin, int64_t end) {
-    thread_local Sampler sampler;
-    for (int64_t k = begin; k < end; ++k) {
-      const HostRow& h = host_rows_[k];
-      const std::span<const float> logits(h.logits, vocab);
-      int& token = row_tokens_[h.seq];
-      if (!on_backend) {
-        const RequestState* st = h.state;
-        token = sampler.sample(
-            logits, *h.params, {st->tokens.data(), static_cast<size_t>(st->prompt_len)},
-            {st->tokens.data() + st->prompt_len, static_cast<size_t>(st->num_output())}, h.seed,
-            static_cast<int64_t>(st->tokens.size()));
-      }
-      if (h.params->logprobs > 0)
-        row_logprobs_[h.seq] = sampler.logprobs(logits, token, h.params->logprobs);
-    }
-  };
-  const int64_t n = static_cast<int64_t>(host_rows_.size());
-  if (n >= 2 && config_.host_threads != 1) {
-    if (!host_pool_) {
-      const int hw = static_cast<int>(std::thread::hardware_concurrency());
-      host_pool_ = std::make_unique<ThreadPool>(config_.host_threads > 0 ? config_.host_threads
-                                                                         : std::clamp(hw, 1, 8));
-    }
-    host_pool_->parallel_for(n, 1, work);
-  } else {
-    work(0, n);
-  }
+Engine::Live* Engine::find_live(RequestId id) {
+  const auto it = live_.find(id);
+  return it == live_.end() ? nullptr : it->second.get();
 }
 
 Engine::Live& Engine::live(RequestId id, const char* where) {
@@ -519,6 +303,8 @@ void Engine::publish_stats_locked() {
   stats_.graph_captures = g.captures;
   stats_.graph_replays = g.replays;
   stats_.graph_failures = g.failures;
+  stats_.lookahead_steps = lookahead_steps_;
+  stats_.wasted_rows = wasted_rows_;
 }
 
 void Engine::finish(RequestId id, FinishReason reason, const Status& error) {

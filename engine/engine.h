@@ -1,8 +1,11 @@
 // Engine: continuous batching of many requests over one model. submit() and cancel() are
 // thread-safe; one engine loop thread runs the steps (DESIGN.md §2):
 //   drain submissions and cancels → deadlines → Scheduler::schedule() → ModelRunner (flat
-//   batch, forward) → Sampler per sampled row → stop conditions → Scheduler::update() →
-//   each request's OutputChannel.
+//   batch, forward, sampling) → stop tokens → Scheduler::update() → detokenizer and stop
+//   strings → each request's OutputChannel.
+// With async scheduling the loop keeps the device busy: while step N runs it plans and
+// prepares step N+1 (a scheduler lookahead); when N's tokens come back it updates the
+// scheduler, launches N+1 at once, and only then detokenizes and delivers N's tokens.
 // A request's outputs carry new token ids, a text delta (when the engine has a tokenizer),
 // usage and timings; the last message says why it finished.
 #pragma once
@@ -50,6 +53,13 @@ struct EngineConfig {
   // runs in parallel across rows: 0 picks min(8, hardware threads); 1 runs it on the engine
   // thread. Results do not depend on it.
   int host_threads = 0;
+  // Async scheduling (see above): the host's per-step work (planning the next step, building
+  // its batch, detokenizing, stop strings, delivering) overlaps the device's step instead of
+  // sitting between steps. The tokens are the same; a request that a stop token or stop string
+  // ends has one more decode row computed for nothing. A lookahead never preempts: when it runs
+  // out of KV blocks, the step after it is planned the normal way. Off by default until a GPU
+  // run has measured it (scripts/device-check.sh compares both).
+  bool async_scheduling = false;
 };
 
 struct RequestHandle {
@@ -64,6 +74,9 @@ struct EngineStats {
   double prefix_hit_rate = 0;
   int64_t prefix_queries = 0, prefix_hits = 0;                        // in tokens
   int64_t graph_captures = 0, graph_replays = 0, graph_failures = 0;  // decode step graphs
+  // Async scheduling: steps planned while the step before ran, and sampled rows computed for
+  // requests that had ended by the time their step came back (a stop one step earlier).
+  int64_t lookahead_steps = 0, wasted_rows = 0;
 };
 
 class Engine {
@@ -89,14 +102,42 @@ class Engine {
 
   Engine(LlamaModel* model, const Tokenizer* tokenizer, const EngineConfig& config,
          const SchedulerConfig& sched_config, std::unique_ptr<ModelRunner> runner);
+  // One step from its plan to its delivery. Two alternate, so that step N's results are
+  // delivered while step N+1 runs.
+  struct StepSlot {
+    StepPlan plan;
+    EngineClock::time_point planned_at;
+    std::vector<uint8_t> wants_logits;  // per plan.seqs entry
+    ModelRunner::Sampled sampled;
+    // Per plan.seqs entry, set by collect_step(): the sampled token (-1: none, or the request
+    // ended before its row came back) and its logprobs when asked for.
+    std::vector<int> row_tokens;
+    std::vector<TokenLogprobs> row_logprobs;
+    std::vector<EndedRequest> ended;  // by the scheduler's update() of this plan
+  };
+
   void loop();
   void step();
   void drain_inbox();
+  // schedule(), report aborts and preemptions, and prepare the batch; false when the plan is
+  // empty.
+  bool plan_step(StepSlot* slot);
+  // Row sampling and pending input tokens (from the scheduler, updated with the step before),
+  // then queue the step. On failure its requests end with the error.
+  bool launch_step(StepSlot* slot);
+  // Wait for the step, take its tokens (host sampling and logprobs where asked), flag stop
+  // tokens, Scheduler::update(). On failure its requests end with the error.
+  bool collect_step(StepSlot* slot);
+  // Detokenize, match stop strings (ending those requests), publish stats, emit.
+  void deliver_step(StepSlot* slot);
+  void fail_step(StepSlot* slot, const Status& error);
   void publish_stats_locked();                  // mu_ held
   Live& live(RequestId id, const char* where);  // CHECK-fails for an unknown id
-  // Fills row_tokens_ and row_logprobs_ for the plan's sampled rows: ids from the backend, the
-  // host sampler and logprobs for rows that copied their logits back, in parallel across rows.
-  void host_row_work(const StepPlan& plan);
+  Live* find_live(RequestId id);                // null when it has ended
+  // Fills slot->row_tokens and row_logprobs for the plan's sampled rows of live requests: ids
+  // from the backend, the host sampler and logprobs for rows that copied their logits back, in
+  // parallel across rows.
+  void host_row_work(StepSlot* slot);
   void finish(RequestId id, FinishReason reason, const Status& error = OkStatus());
   void emit(Live& live, std::vector<int> new_ids, bool finished, FinishReason reason,
             const Status& error);
@@ -108,10 +149,13 @@ class Engine {
   std::unique_ptr<ModelRunner> runner_;
   Scheduler scheduler_;                    // engine thread only
   Sampler sampler_;                        // engine thread only
-  ModelRunner::Sampled sampled_;           // reused across steps
   ModelRunner::RowSampling row_sampling_;  // reused across steps
-  std::vector<uint8_t> wants_logits_;
-  // host_row_work's rows and results, per plan.seqs entry (reused across steps).
+  std::vector<int32_t> pending_tokens_;    // reused across steps
+  StepSlot slots_[2];
+  StepSlot* in_flight_ = nullptr;  // launched, not yet collected
+  bool sync_next_ = false;         // the last lookahead stalled: plan after its update
+  int64_t lookahead_steps_ = 0, wasted_rows_ = 0;  // published in stats_
+  // host_row_work's rows (reused across steps).
   struct HostRow {
     size_t seq;           // plan.seqs index
     const float* logits;  // [vocab]
@@ -120,10 +164,7 @@ class Engine {
     uint64_t seed;
   };
   std::vector<HostRow> host_rows_;
-  std::vector<int> row_tokens_;
-  std::vector<TokenLogprobs> row_logprobs_;
-  std::unique_ptr<ThreadPool> host_pool_;  // made on the first step with 2+ host rows // per
-                                           // plan.seqs entry
+  std::unique_ptr<ThreadPool> host_pool_;  // made on the first step with 2+ host rows
   std::unordered_map<RequestId, std::unique_ptr<Live>> live_;  // engine thread only
 
   // Shared with submit()/cancel().

@@ -16,9 +16,14 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::create(LlamaModel* model, in
 
 Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants_logits,
                             const RowSampling* sampling, Sampled* out) {
+  prepare(plan, wants_logits);
+  PAGODA_CHECK(pending_.empty());  // input_pending rows need launch() with their tokens
+  PAGODA_RETURN_IF_ERROR(launch(sampling, {}, out));
+  return collect(out);
+}
+
+void ModelRunner::prepare(const StepPlan& plan, std::span<const uint8_t> wants_logits) {
   PAGODA_CHECK(wants_logits.empty() || wants_logits.size() == plan.seqs.size());
-  PAGODA_CHECK(sampling == nullptr || (sampling->params.size() == plan.seqs.size() &&
-                                       sampling->penalty_start.size() == plan.seqs.size() + 1));
   ForwardBatch& b = batch_;
   b.token_ids.clear();
   b.positions.clear();
@@ -26,6 +31,8 @@ Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants
   b.seq_lens.clear();
   b.query_start.assign(1, 0);
   b.sample_rows.clear();
+  pending_.clear();
+  num_seqs_ = plan.seqs.size();
   int max_blocks = 1;
   for (const ScheduledSeq& s : plan.seqs)
     max_blocks = std::max<int>(max_blocks, s.block_table.size());
@@ -33,9 +40,13 @@ Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants
   b.block_tables.assign(plan.seqs.size() * max_blocks, 0);
   for (size_t r = 0; r < plan.seqs.size(); ++r) {
     const ScheduledSeq& s = plan.seqs[r];
+    if (s.input_pending) {
+      PAGODA_CHECK_EQ(s.num_tokens, 1);
+      pending_.push_back({static_cast<int32_t>(b.token_ids.size()), static_cast<int32_t>(r)});
+    }
     for (int j = 0; j < s.num_tokens; ++j) {
       const int pos = s.start + j;
-      b.token_ids.push_back(s.token_ids[j]);
+      b.token_ids.push_back(s.input_pending ? -1 : s.token_ids[j]);
       b.positions.push_back(pos);
       b.slot_mapping.push_back(kv_slot(s.block_table, block_size_, pos));
     }
@@ -45,22 +56,36 @@ Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants
   }
   // Sampled rows that want logits first, so that they are one contiguous copy; then the others,
   // which need only their token.
-  out->row_of_seq.assign(plan.seqs.size(), -1);
-  b.sample_params.clear();
-  b.penalty_start.assign(1, 0);
-  b.penalty_ids.clear();
-  b.penalty_counts.clear();
-  bool any_on_backend = false;
+  row_of_seq_.assign(plan.seqs.size(), -1);
+  sample_order_.clear();
+  any_argmax_row_ = false;
   for (int pass = 0; pass < 2; ++pass) {
     if (pass == 1) b.num_logit_rows = static_cast<int>(b.sample_rows.size());
     for (size_t r = 0; r < plan.seqs.size(); ++r) {
       if (!plan.seqs[r].sample) continue;
       const bool wants = wants_logits.empty() || wants_logits[r] != 0;
       if (wants != (pass == 0)) continue;
-      out->row_of_seq[r] = static_cast<int>(b.sample_rows.size());
+      row_of_seq_[r] = static_cast<int>(b.sample_rows.size());
+      sample_order_.push_back(static_cast<int>(r));
       b.sample_rows.push_back(b.query_start[r + 1] - 1);  // the sequence's last token
-      any_on_backend |= !wants || sampling != nullptr;
-      if (sampling == nullptr) continue;
+      any_argmax_row_ |= !wants;
+    }
+  }
+}
+
+Status ModelRunner::launch(const RowSampling* sampling, std::span<const int32_t> pending_tokens,
+                           Sampled* out) {
+  ForwardBatch& b = batch_;
+  PAGODA_CHECK(sampling == nullptr || (sampling->params.size() == num_seqs_ &&
+                                       sampling->penalty_start.size() == num_seqs_ + 1));
+  PAGODA_CHECK(pending_.empty() || pending_tokens.size() == num_seqs_);
+  for (const auto& [t, r] : pending_) b.token_ids[t] = pending_tokens[r];
+  b.sample_params.clear();
+  b.penalty_start.assign(1, 0);
+  b.penalty_ids.clear();
+  b.penalty_counts.clear();
+  if (sampling != nullptr) {
+    for (const int r : sample_order_) {
       b.sample_params.push_back(sampling->params[r]);
       const int32_t s0 = sampling->penalty_start[r], s1 = sampling->penalty_start[r + 1];
       b.penalty_ids.insert(b.penalty_ids.end(), sampling->penalty_ids.begin() + s0,
@@ -71,7 +96,14 @@ Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants
     }
   }
   if (b.sample_params.empty()) b.penalty_start.clear();
-  return model_->forward(b, cache_, &out->logits, any_on_backend ? &out->ids : nullptr);
+  out->row_of_seq.assign(row_of_seq_.begin(), row_of_seq_.end());
+  out->ids.clear();
+  const bool ids = !sample_order_.empty() && (sampling != nullptr || any_argmax_row_);
+  return model_->launch(b, cache_, &out->logits, ids);
+}
+
+Status ModelRunner::collect(Sampled* out) {
+  return model_->collect(&out->ids);
 }
 
 }  // namespace pagoda

@@ -37,13 +37,26 @@ class ModelRunner {
     std::vector<int32_t> penalty_ids, penalty_counts;
   };
 
-  // Runs the plan. wants_logits (per plan.seqs entry; empty: all) says which sampled sequences
-  // need their logits on the host (for logprobs, or the host sampler). With `sampling` every
-  // sampled row also gets its token from the sample op (after its logits were copied back);
-  // without, rows that do not want logits get their argmax (the greedy choice).
+  // Runs the plan: prepare(), launch(), collect(). wants_logits (per plan.seqs entry; empty:
+  // all) says which sampled sequences need their logits on the host (for logprobs, or the host
+  // sampler). With `sampling` every sampled row also gets its token from the sample op (after
+  // its logits were copied back); without, rows that do not want logits get their argmax (the
+  // greedy choice). The plan must have no input_pending rows.
   Status execute(const StepPlan& plan, std::span<const uint8_t> wants_logits,
                  const RowSampling* sampling, Sampled* out);
-  int vocab_size() const { return model_->config().vocab_size; }
+
+  // The same in three parts, so that a caller can plan and prepare step N+1 while step N runs
+  // and deliver step N's tokens while step N+1 runs (async scheduling; engine.h).
+  // prepare() builds the flat batch, reading the plan's views now (the scheduler may update()
+  // before launch()); a row with input_pending gets its token at launch().
+  void prepare(const StepPlan& plan, std::span<const uint8_t> wants_logits);
+  // Queues the prepared step. pending_tokens[i] is the input token of plan.seqs[i] when it has
+  // input_pending (empty when none has). Sets out->row_of_seq and out->logits (copying logits
+  // back waits for the step); the ids come with collect(). At most one step is in flight.
+  Status launch(const RowSampling* sampling, std::span<const int32_t> pending_tokens, Sampled* out);
+  // Waits for the launched step and sets out->ids.
+  Status collect(Sampled* out);
+  bool step_in_flight() const { return model_->step_in_flight(); }
 
  private:
   ModelRunner(LlamaModel* model, KvCache cache, int block_size)
@@ -53,6 +66,12 @@ class ModelRunner {
   KvCache cache_;
   int block_size_;
   ForwardBatch batch_;  // reused across steps: no allocation once the sizes have been seen
+  // Of the prepared plan (reused across steps):
+  size_t num_seqs_ = 0;
+  std::vector<int> sample_order_;  // plan.seqs index of each sample row, in row order
+  std::vector<int> row_of_seq_;    // [plan.seqs.size()] sample row, or -1
+  std::vector<std::pair<int32_t, int32_t>> pending_;  // (token index, plan.seqs index)
+  bool any_argmax_row_ = false;                       // a sample row that does not want logits
 };
 
 }  // namespace pagoda

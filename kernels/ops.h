@@ -233,6 +233,13 @@ class Backend {
   virtual Status copy_from_host_async(void* dst, const void* src, size_t bytes) {
     return copy_from_host(dst, src, bytes);
   }
+  // Queues a device-to-host copy on the backend's stream and returns without waiting for it, so
+  // the host can work while the step runs. `dst` should be staging memory (allocate_staging: a
+  // GPU copies page-locked memory without staging it through the driver) and may be read only
+  // after the next synchronizing call (synchronize, copy_to_host). Default: copy_to_host.
+  virtual Status copy_to_host_async(void* dst, const void* src, size_t bytes) {
+    return copy_to_host(dst, src, bytes);
+  }
   // Host memory to copy from asynchronously: page-locked on a GPU (the copy is then one DMA,
   // with no staging by the driver); zeroed, 64-byte aligned host memory by default.
   virtual StatusOr<DeviceBuffer> allocate_staging(size_t bytes) {

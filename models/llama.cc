@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/check.h"
+
 namespace pagoda {
 
 namespace {
@@ -183,6 +185,8 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
                            int penalties) {
   if (tokens < 0 || seqs < 0 || block_entries < 0 || sample_rows < 0 || penalties < 0)
     return InvalidArgument("reserve: negative size");
+  if (step_.in_flight)
+    return FailedPrecondition("reserve: a step is in flight; collect() it first");
   if (!ws_.scratch_reserved) {  // the ops' own scratch, once: counted before the KV cache
     PAGODA_RETURN_IF_ERROR(backend_->reserve_scratch());
     ws_.scratch_reserved = true;
@@ -191,10 +195,11 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
   const size_t a = dtype_size(backend_->activation_dtype());
   const ModelConfig& c = config_;
   bool grew = false;
-  auto grow = [&](DeviceBuffer* b, size_t bytes) -> Status {
+  auto grow = [&](DeviceBuffer* b, size_t bytes, bool host = false) -> Status {
     if (b->size() >= bytes) return OkStatus();
     *b = DeviceBuffer();  // free the old one first: device memory is tight at the largest step
-    StatusOr<DeviceBuffer> made = backend_->allocate(bytes);
+    StatusOr<DeviceBuffer> made =
+        host ? backend_->allocate_staging(bytes) : backend_->allocate(bytes);
     if (!made.ok()) {
       // Some buffers may now be smaller than their group's capacity says: forget every
       // capacity, so the next reserve() checks each buffer's size again.
@@ -225,6 +230,8 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
     PAGODA_RETURN_IF_ERROR(grow(&w.picked_normed, r * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.logits, r * c.vocab_size * sizeof(float)));
     PAGODA_RETURN_IF_ERROR(grow(&w.argmax, r * sizeof(int32_t)));
+    // Host memory a step's ids are copied into asynchronously (launch/collect).
+    PAGODA_RETURN_IF_ERROR(grow(&w.ids_host, r * sizeof(int32_t), /*host=*/true));
     w.capacity_sample_rows = sample_rows;
   }
   // The step's inputs (StepInputs); penalty tables: most requests have none, 256 distinct
@@ -284,6 +291,13 @@ Status LlamaModel::check_penalties(const ForwardBatch& batch) {
 
 Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
                            std::vector<int32_t>* argmax_ids) {
+  PAGODA_RETURN_IF_ERROR(launch(batch, cache, logits, argmax_ids != nullptr));
+  return collect(argmax_ids);
+}
+
+Status LlamaModel::launch(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
+                          bool want_ids) {
+  if (step_.in_flight) return FailedPrecondition("launch: a step is in flight; collect() it first");
   const KvCacheShape& cs = cache.shape();
   PAGODA_RETURN_IF_ERROR(batch.validate(cs.block_size, cs.num_blocks));
   if (batch.num_logit_rows < -1 ||
@@ -296,18 +310,48 @@ Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vecto
     return InvalidArgument("forward: the KV cache was made for another model shape");
   }
   PAGODA_RETURN_IF_ERROR(check_penalties(batch));
+  const Status launched = launch_checked(batch, cache, logits, want_ids);
+  if (launched.ok()) {
+    step_.in_flight = true;
+    return OkStatus();
+  }
+  // Failed part-way: nothing is collectable. Wait for what was queued (best effort), so the next
+  // upload may rewrite the staging buffer at once; if that fails too, StepInputs still waits
+  // before it does.
+  step_ = Step{};
+  if (backend_->synchronize().ok()) inputs_.mark_done();
+  return launched;
+}
+
+Status LlamaModel::launch_checked(const ForwardBatch& batch, KvCache& cache,
+                                  std::vector<float>* logits, bool want_ids) {
   if (const int bucket = decode_graph_bucket(batch); bucket > 0)
-    return forward_decode_graph(batch, cache, bucket, logits, argmax_ids);
+    return launch_decode_graph(batch, cache, bucket, logits, want_ids);
   const int64_t T = batch.num_tokens(), B = batch.num_seqs(),
                 R = static_cast<int64_t>(batch.sample_rows.size());
   PAGODA_RETURN_IF_ERROR(reserve(static_cast<int>(T), static_cast<int>(B),
                                  static_cast<int>(batch.block_tables.size()), static_cast<int>(R),
                                  static_cast<int>(batch.penalty_ids.size())));
   PAGODA_RETURN_IF_ERROR(inputs_.upload(backend_, batch));
-  const bool ids = argmax_ids != nullptr && R > 0;
+  const bool ids = want_ids && R > 0;
   PAGODA_RETURN_IF_ERROR(
       run_layers(cache, T, B, R, batch.max_blocks_per_seq, ids && batch.sample_params.empty()));
-  return copy_outputs(batch, R, logits, argmax_ids);
+  return queue_outputs(batch, R, logits, want_ids);
+}
+
+Status LlamaModel::collect(std::vector<int32_t>* ids) {
+  if (ids != nullptr) ids->clear();
+  if (!step_.in_flight) return FailedPrecondition("collect: no step in flight");
+  const int64_t n = step_.ids;
+  step_ = Step{};
+  PAGODA_RETURN_IF_ERROR(backend_->synchronize());
+  inputs_.mark_done();  // synchronized: the step's uploads are done
+  // Only now does the staging buffer hold the ids: the copy was queued behind the step.
+  if (ids != nullptr && n > 0) {
+    const auto* staged = static_cast<const int32_t*>(ws_.ids_host.data());
+    ids->assign(staged, staged + n);
+  }
+  return OkStatus();
 }
 
 Status LlamaModel::sample_on_device(const ForwardBatch& batch) {
@@ -381,8 +425,8 @@ Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, i
   return OkStatus();
 }
 
-Status LlamaModel::copy_outputs(const ForwardBatch& batch, int64_t real_rows,
-                                std::vector<float>* logits, std::vector<int32_t>* argmax_ids) {
+Status LlamaModel::queue_outputs(const ForwardBatch& batch, int64_t real_rows,
+                                 std::vector<float>* logits, bool want_ids) {
   Backend& be = *backend_;
   const int64_t L = batch.num_logit_rows < 0 ? real_rows : batch.num_logit_rows;
   logits->resize(static_cast<size_t>(L * config_.vocab_size));
@@ -390,16 +434,12 @@ Status LlamaModel::copy_outputs(const ForwardBatch& batch, int64_t real_rows,
   if (L > 0)
     PAGODA_RETURN_IF_ERROR(
         be.copy_to_host(logits->data(), ws_.logits.data(), logits->size() * sizeof(float)));
-  if (argmax_ids != nullptr && real_rows > 0) {
-    if (!batch.sample_params.empty()) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
-    argmax_ids->resize(static_cast<size_t>(real_rows));
-    PAGODA_RETURN_IF_ERROR(
-        be.copy_to_host(argmax_ids->data(), ws_.argmax.data(), real_rows * sizeof(int32_t)));
-  } else {
-    if (argmax_ids != nullptr) argmax_ids->clear();
-    if (L == 0) PAGODA_RETURN_IF_ERROR(be.synchronize());
-  }
-  inputs_.mark_done();  // synchronized: the step's uploads are done
+  if (!want_ids || real_rows == 0) return OkStatus();
+  if (!batch.sample_params.empty()) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
+  const size_t bytes = static_cast<size_t>(real_rows) * sizeof(int32_t);
+  PAGODA_CHECK_GE(ws_.ids_host.size(), bytes);  // reserve() sized it for the sample rows
+  PAGODA_RETURN_IF_ERROR(be.copy_to_host_async(ws_.ids_host.data(), ws_.argmax.data(), bytes));
+  step_.ids = real_rows;
   return OkStatus();
 }
 

@@ -66,18 +66,39 @@ class LlamaModel {
   // ids computed where the logits are, so those rows copy back one id instead of a row of
   // floats: with batch.sample_params, every row's sampled token; without, every row's argmax
   // (ArgmaxArgs' rule: the sampler's greedy choice).
+  // It is launch(batch, cache, logits, argmax_ids != nullptr), then collect(argmax_ids).
   Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
                  std::vector<int32_t>* argmax_ids = nullptr);
+
+  // forward() in two halves, so that an engine can queue step N + 1 on the device and do the
+  // host work of step N while it runs (async scheduling). At most one step is in flight.
+  //
+  // launch() queues the step: validates the batch, uploads its inputs, runs the layers (or the
+  // decode graph), copies the logits of the first L rows back to *logits (a synchronous copy:
+  // when L > 0 it waits for the step), and, when want_ids and R > 0, runs the sample op if the
+  // batch has sample_params and queues the copy of the R ids into page-locked host memory
+  // (Backend::copy_to_host_async). It returns without waiting for the ids.
+  // FailedPrecondition when a step is already in flight (that step stays collectable); any
+  // failure leaves no step in flight.
+  Status launch(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
+                bool want_ids);
+  // Waits for the step in flight and writes its R ids to *ids (may be null: they are dropped);
+  // empty when it was launched without want_ids or R == 0. FailedPrecondition when no step is
+  // in flight. After it returns, ok or not, no step is in flight.
+  Status collect(std::vector<int32_t>* ids);
+  bool step_in_flight() const { return step_.in_flight; }
 
   // Grows the activation workspace and the step inputs to hold a step of up to `tokens` tokens
   // from `seqs` sequences with `block_entries` block-table entries in all, `sample_rows` rows
   // of logits and `penalties` penalty-table entries (at least 256 per sample row are kept).
   // forward() grows them on demand; a caller that reserves its largest step up front gets no
-  // allocation inside a step (and sizes the KV cache from what is left).
+  // allocation inside a step (and sizes the KV cache from what is left). The page-locked host
+  // buffer that a step's ids come back into is sized here too (R rows). FailedPrecondition
+  // while a step is in flight (its buffers may not move under it).
   Status reserve(int tokens, int seqs, int block_entries, int sample_rows, int penalties = 0);
   // How many times the workspace has grown (every buffer of one reserve() counts once).
   int64_t workspace_grows() const { return ws_.grows; }
-  size_t workspace_bytes() const;  // on the backend's device (not the host staging buffer)
+  size_t workspace_bytes() const;  // on the backend's device (not the host staging buffers)
 
   // Decode steps as replayed step graphs (CUDA graphs), when the backend has them (no-op
   // otherwise): a step whose B rows are all single-token decodes, B <= the largest bucket, runs
@@ -117,7 +138,14 @@ class LlamaModel {
     int64_t grows = 0;                                   // also counts moves of the step inputs
     DeviceBuffer hidden, residual, normed, wide;         // [T, *]
     DeviceBuffer picked, picked_normed, logits, argmax;  // [R, *]
-    bool scratch_reserved = false;                       // Backend::reserve_scratch() has run
+    DeviceBuffer ids_host;          // [R] i32, host staging memory: where a step's ids come back
+    bool scratch_reserved = false;  // Backend::reserve_scratch() has run
+  };
+
+  // The step between launch() and collect().
+  struct Step {
+    bool in_flight = false;
+    int64_t ids = 0;  // rows whose ids are queued into ws_.ids_host (0: none)
   };
 
   struct DecodeGraphs {
@@ -135,15 +163,19 @@ class LlamaModel {
   // The device work of a step whose indices are uploaded: T tokens, B sequences, R sampled
   // rows, block tables max_blocks wide. Queues ops only (capturable).
   Status run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, int max_blocks, bool argmax);
-  // Copies back the first num_logit_rows (-1: real_rows) rows of logits, then (when argmax_ids
-  // is given) runs the sample op on every row if the batch has sample_params, and copies back
-  // the first `real_rows` ids (sampled, or argmax from run_layers). Ends synchronized.
-  Status copy_outputs(const ForwardBatch& batch, int64_t real_rows, std::vector<float>* logits,
-                      std::vector<int32_t>* argmax_ids);
+  // launch() once the batch is checked: the eager step, or a decode graph's.
+  Status launch_checked(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
+                        bool want_ids);
+  // Copies back the first num_logit_rows (-1: real_rows) rows of logits (synchronously), then,
+  // when want_ids, runs the sample op on every row if the batch has sample_params, and queues
+  // the copy of the first `real_rows` ids (sampled, or argmax from run_layers) into
+  // ws_.ids_host, for collect().
+  Status queue_outputs(const ForwardBatch& batch, int64_t real_rows, std::vector<float>* logits,
+                       bool want_ids);
   // The bucket a batch runs in as a graph, or 0 when it runs eagerly.
   int decode_graph_bucket(const ForwardBatch& batch) const;
-  Status forward_decode_graph(const ForwardBatch& batch, KvCache& cache, int bucket,
-                              std::vector<float>* logits, std::vector<int32_t>* argmax_ids);
+  Status launch_decode_graph(const ForwardBatch& batch, KvCache& cache, int bucket,
+                             std::vector<float>* logits, bool want_ids);
   StatusOr<TensorView> place(const LoadedModel& loaded, const std::string& name,
                              std::initializer_list<int64_t> shape);
   // A host tensor on the backend: itself on the CPU, else converted (matrices to the activation
@@ -172,6 +204,7 @@ class LlamaModel {
   DeviceBuffer inv_freq_;
   Workspace ws_;
   StepInputs inputs_;  // the step's indices and sampling inputs, one upload per step
+  Step step_;
   DecodeGraphs graphs_;
 };
 

@@ -13,9 +13,9 @@
 //   token_ids [Ct] | positions [Ct] | slot_mapping [Ct] | seq_lens [Cs] | query_start [Cs + 1] |
 //   sample_rows [Cr] | sample_params [Cr x kSampleRowWords] | penalty_start [Cr + 1] |
 //   block_tables [Ce] | penalty ids [P] then counts [P] (within 2 Cp)
-// The staging buffer is rewritten only by the next upload(), which the engine calls after the
-// previous step's outputs came back (a synchronizing copy): an in-flight copy never reads a
-// half-written step.
+// The staging buffer is rewritten only by the next upload(), which LlamaModel::launch calls
+// after collect() waited for the previous step (and marked its upload done): an in-flight copy
+// never reads a half-written step.
 #pragma once
 
 #include <cstdint>
@@ -44,7 +44,8 @@ class StepInputs {
   // that failed before its outputs came back), waits for the stream first: the staging buffer
   // is never rewritten while a copy may still read it.
   Status upload(Backend* backend, const ForwardBatch& batch);
-  // The caller has synchronized with the stream since the last upload (its outputs came back).
+  // The caller has synchronized with the stream since the last upload (LlamaModel::collect, or
+  // a failed launch that could still wait for what it had queued).
   void mark_done() { in_flight_ = false; }
 
   // Device views of the regions (the first n elements of each).

@@ -210,10 +210,12 @@ for run in "${bench_runs[@]}"; do
 done
 
 # ---- the serving mix through the Engine (issue 7): many requests at once, output tokens/s ----
-# llama3-1b only (8b would not fit the device time): 128 in / 512 out and 2048 in / 128 out,
-# greedy; then 128 / 512 sampled (T 0.8, top-p 0.95) on the device and on the host sampler.
+# llama3-1b only (8b would not fit the device time): 128 in / 512 out (also with async
+# scheduling, side by side) and 2048 in / 128 out, greedy; then 128 / 512 sampled (T 0.8,
+# top-p 0.95) on the device and on the host sampler.
 offline_runs=(
   "128in-512out|--input-len 128 --output-len 512"
+  "128in-512out-async|--input-len 128 --output-len 512 --async-scheduling true"
   "2048in-128out|--input-len 2048 --output-len 128"
   "128in-512out-sampled-device|--input-len 128 --output-len 512 --temperature 0.8 --top-p 0.95"
   "128in-512out-sampled-host|--input-len 128 --output-len 512 --temperature 0.8 --top-p 0.95 --device-sampling false"

@@ -284,6 +284,9 @@ int run_serve(const std::vector<std::string>& args, const std::string& default_m
           static_cast<double>(s.graph_replays - last.graph_replays));
       pagoda_metrics->decode_graph_capture_failures->inc(
           static_cast<double>(s.graph_failures - last.graph_failures));
+      pagoda_metrics->async_lookahead_steps->inc(
+          static_cast<double>(s.lookahead_steps - last.lookahead_steps));
+      pagoda_metrics->async_wasted_rows->inc(static_cast<double>(s.wasted_rows - last.wasted_rows));
       last = s;
       // Policy decisions: the library counts; the exported counters follow them.
       for (const auto& row : policy::DecisionCounters::global().snapshot()) {

@@ -68,6 +68,13 @@ class CudaBackend final : public Backend {
     PAGODA_RETURN_IF_ERROR(scoped.status());
     return cuda::copy_device_to_host(dst, src, bytes, stream_.get());
   }
+  Status copy_to_host_async(void* dst, const void* src, size_t bytes) override {
+    if (capturing_)
+      return FailedPrecondition("cuda copy_to_host_async: not allowed while capturing a graph");
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    return cuda::copy_device_to_host_async(dst, src, bytes, stream_.get());
+  }
   Status synchronize() override {
     if (capturing_)
       return FailedPrecondition("cuda synchronize: not allowed while capturing a graph");

@@ -19,14 +19,23 @@ std::string format_bytes(size_t bytes) {
   return buf;
 }
 
-Status copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+// Queues the copy on `stream` without waiting; `what` names the caller in errors.
+Status queue_copy(const char* what, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                  cudaStream_t stream) {
   if (bytes == 0) return OkStatus();
   if (dst == nullptr || src == nullptr) {
-    return InvalidArgument("cuda copy: null pointer (dst " + std::to_string(dst != nullptr) +
-                           ", src " + std::to_string(src != nullptr) + ") for " +
-                           std::to_string(bytes) + " bytes");
+    return InvalidArgument(
+        std::string("cuda ") + what + ": null pointer (dst " + std::to_string(dst != nullptr) +
+        ", src " + std::to_string(src != nullptr) + ") for " + std::to_string(bytes) + " bytes");
   }
   PAGODA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, kind, stream));
+  return OkStatus();
+}
+
+// Queued, then waited for: synchronous from the host's view.
+Status copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (bytes == 0) return OkStatus();
+  PAGODA_RETURN_IF_ERROR(queue_copy("copy", dst, src, bytes, kind, stream));
   PAGODA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
   return OkStatus();
 }
@@ -167,12 +176,7 @@ Status copy_host_to_device(void* dst, const void* src, size_t bytes, cudaStream_
 }
 
 Status copy_host_to_device_async(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
-  if (bytes == 0) return OkStatus();
-  if (dst == nullptr || src == nullptr)
-    return InvalidArgument("cuda copy_from_host_async: null pointer for " + std::to_string(bytes) +
-                           " bytes");
-  PAGODA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
-  return OkStatus();
+  return queue_copy("copy_from_host_async", dst, src, bytes, cudaMemcpyHostToDevice, stream);
 }
 
 StatusOr<DeviceBuffer> allocate_pinned(size_t bytes) {
@@ -190,6 +194,10 @@ StatusOr<DeviceBuffer> allocate_pinned(size_t bytes) {
 
 Status copy_device_to_host(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
   return copy(dst, src, bytes, cudaMemcpyDeviceToHost, stream);
+}
+
+Status copy_device_to_host_async(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  return queue_copy("copy_to_host_async", dst, src, bytes, cudaMemcpyDeviceToHost, stream);
 }
 
 Status copy_device_to_device(void* dst, const void* src, size_t bytes, cudaStream_t stream) {

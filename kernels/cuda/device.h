@@ -104,6 +104,9 @@ Status copy_host_to_device_async(void* dst, const void* src, size_t bytes, cudaS
 // Page-locked host memory (cudaHostAlloc), zeroed; freed with cudaFreeHost.
 StatusOr<DeviceBuffer> allocate_pinned(size_t bytes);
 Status copy_device_to_host(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+// Queued on `stream`, not waited for: `dst` (page-locked, or the copy is staged by the driver)
+// holds the data only once the stream has done it (synchronize it first).
+Status copy_device_to_host_async(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 Status copy_device_to_device(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 
 }  // namespace pagoda::cuda

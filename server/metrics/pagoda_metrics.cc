@@ -109,6 +109,12 @@ StatusOr<std::unique_ptr<PagodaMetrics>> PagodaMetrics::create(
   PAGODA_RETURN_IF_ERROR(counter("pagoda_decode_graph_capture_failures_total",
                                  "Step-graph captures that failed (the bucket stays eager).",
                                  &m->decode_graph_capture_failures));
+  PAGODA_RETURN_IF_ERROR(counter("pagoda_async_lookahead_steps_total",
+                                 "Steps planned while the step before ran (--async-scheduling).",
+                                 &m->async_lookahead_steps));
+  PAGODA_RETURN_IF_ERROR(counter("pagoda_async_wasted_rows_total",
+                                 "Sampled rows computed for requests that had already ended.",
+                                 &m->async_wasted_rows));
   PAGODA_ASSIGN_OR_RETURN(m->prompt_tokens_,
                           registry->add_counter("pagoda_prompt_tokens_total",
                                                 "Prompt tokens processed, by tenant.", {"tenant"}));

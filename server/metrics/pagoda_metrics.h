@@ -65,6 +65,10 @@ class PagodaMetrics {
   Counter* decode_graph_captures = nullptr;
   Counter* decode_graph_replays = nullptr;
   Counter* decode_graph_capture_failures = nullptr;
+  // Async scheduling (--async-scheduling): steps planned while the step before ran; sampled rows
+  // computed for requests that had ended by then (a stop one step earlier, a cancel).
+  Counter* async_lookahead_steps = nullptr;
+  Counter* async_wasted_rows = nullptr;
 
   Histogram* time_to_first_token = nullptr;  // arrival -> first output token
   Histogram* inter_token_latency = nullptr;  // between successive output tokens

@@ -1,17 +1,17 @@
 // Decode steps as step graphs (models/decode_graphs.cc), on the CPU: a backend that records the
 // ops queued between begin_capture() and end_capture() and replays them, as CUDA graphs do
-// (capture runs nothing; replay reruns the recorded arguments, pointers and shapes unchanged).
+// (capture runs nothing; replay reruns the recorded arguments, pointers and shapes unchanged:
+// tests/model/recording_backend.h).
 // The padded, replayed steps must give exactly what the eager steps give: logits, argmax ids,
 // and whole generations through the Engine (greedy, seeded sampling, logprobs).
 #include <gtest/gtest.h>
 
-#include <functional>
-#include <map>
 #include <random>
 
 #include "engine/engine.h"
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
+#include "tests/model/recording_backend.h"
 #include "tests/model/request_stream.h"
 
 namespace pagoda {
@@ -19,92 +19,8 @@ namespace {
 
 const std::string kRoot = PAGODA_SOURCE_DIR;
 
-class RecordingBackend final : public Backend {
- public:
-  explicit RecordingBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
-
-  Device device() const override { return inner_->device(); }
-  std::string name() const override { return "recording " + inner_->name(); }
-  DType activation_dtype() const override { return inner_->activation_dtype(); }
-  StatusOr<DeviceBuffer> allocate(size_t bytes) override {
-    if (capturing_) return FailedPrecondition("allocate while capturing");
-    return inner_->allocate(bytes);
-  }
-  Status copy_from_host(void* dst, const void* src, size_t bytes) override {
-    if (capturing_) return FailedPrecondition("copy_from_host while capturing");
-    ++sync_uploads;
-    return inner_->copy_from_host(dst, src, bytes);
-  }
-  Status copy_from_host_async(void* dst, const void* src, size_t bytes) override {
-    if (capturing_) return FailedPrecondition("copy_from_host_async while capturing");
-    ++async_uploads;
-    return inner_->copy_from_host_async(dst, src, bytes);
-  }
-  Status copy_to_host(void* dst, const void* src, size_t bytes) override {
-    if (capturing_) return FailedPrecondition("copy_to_host while capturing");
-    return inner_->copy_to_host(dst, src, bytes);
-  }
-  Status synchronize() override {
-    if (capturing_) return FailedPrecondition("synchronize while capturing");
-    ++syncs;
-    return inner_->synchronize();
-  }
-  StatusOr<size_t> available_memory_bytes() const override {
-    return inner_->available_memory_bytes();
-  }
-
-  Status embedding(const EmbeddingArgs& a) override { return op(&Backend::embedding, a); }
-  Status rms_norm(const RmsNormArgs& a) override { return op(&Backend::rms_norm, a); }
-  Status matmul(const MatmulArgs& a) override { return op(&Backend::matmul, a); }
-  Status rope(const RopeArgs& a) override { return op(&Backend::rope, a); }
-  Status swiglu(const SwigluArgs& a) override { return op(&Backend::swiglu, a); }
-  Status add(const AddArgs& a) override { return op(&Backend::add, a); }
-  Status kv_write(const KvWriteArgs& a) override { return op(&Backend::kv_write, a); }
-  Status rope_kv_write(const RopeKvWriteArgs& a) override { return op(&Backend::rope_kv_write, a); }
-  Status attention(const AttentionArgs& a) override { return op(&Backend::attention, a); }
-  Status gather_rows(const GatherRowsArgs& a) override { return op(&Backend::gather_rows, a); }
-  Status argmax(const ArgmaxArgs& a) override { return op(&Backend::argmax, a); }
-  Status sample(const SampleArgs& a) override { return op(&Backend::sample, a); }
-
-  bool supports_graphs() const override { return true; }
-  Status begin_capture() override {
-    if (capturing_) return FailedPrecondition("already capturing");
-    capturing_ = true;
-    recording_.clear();
-    return OkStatus();
-  }
-  Status end_capture(int64_t key) override {
-    if (!capturing_) return FailedPrecondition("not capturing");
-    capturing_ = false;
-    graphs_[key] = std::move(recording_);
-    recording_.clear();
-    return OkStatus();
-  }
-  Status replay_graph(int64_t key) override {
-    auto it = graphs_.find(key);
-    if (it == graphs_.end()) return NotFound("no graph " + std::to_string(key));
-    for (const auto& run : it->second) PAGODA_RETURN_IF_ERROR(run());
-    return OkStatus();
-  }
-
- private:
-  template <typename Args>
-  Status op(Status (Backend::*fn)(const Args&), const Args& a) {
-    if (!capturing_) return (inner_.get()->*fn)(a);
-    recording_.push_back([this, fn, a] { return (inner_.get()->*fn)(a); });
-    return OkStatus();
-  }
-
-  std::unique_ptr<Backend> inner_;
-  bool capturing_ = false;
-
- public:
-  int64_t sync_uploads = 0, async_uploads = 0, syncs = 0;
-
- private:
-  std::vector<std::function<Status()>> recording_;
-  std::map<int64_t, std::vector<std::function<Status()>>> graphs_;
-};
+using testing::decode_rows;
+using testing::RecordingBackend;
 
 class DecodeGraphTest : public ::testing::Test {
  protected:
@@ -123,26 +39,6 @@ class DecodeGraphTest : public ::testing::Test {
     graph_backend_ = std::make_unique<RecordingBackend>(make_backend("cpu", 2).value());
     eager_ = LlamaModel::create(*loaded_, eager_backend_.get()).value();
     graphed_ = LlamaModel::create(*loaded_, graph_backend_.get()).value();
-  }
-
-  // B decode rows at `step`: row i has context 5 + 3 i + step tokens in blocks [4 i, 4 i + 4).
-  static ForwardBatch decode_rows(int B, int step) {
-    ForwardBatch b;
-    b.max_blocks_per_seq = 4;
-    b.query_start = {0};
-    for (int i = 0; i < B; ++i) {
-      const int pos = 5 + 3 * i + step;
-      b.token_ids.push_back(3 + (i * 37 + step * 11) % 500);
-      b.positions.push_back(pos);
-      b.slot_mapping.push_back(4 * i * 16 + pos);
-      for (int k = 0; k < 4; ++k) b.block_tables.push_back(4 * i + k);
-      b.seq_lens.push_back(pos + 1);
-      b.query_start.push_back(i + 1);
-    }
-    b.sample_rows = {B - 1};  // every row, in another order
-    if (B > 1) b.sample_rows.push_back(0);
-    for (int i = 1; i + 1 < B; ++i) b.sample_rows.push_back(i);
-    return b;
   }
 
   static inline LoadedModel* loaded_ = nullptr;
@@ -330,8 +226,10 @@ struct Generation {
   std::vector<TokenLogprobs> logprobs;
 };
 
-std::vector<Generation> generate(LlamaModel* model, bool graphs, const std::vector<Request>& reqs) {
+std::vector<Generation> generate(LlamaModel* model, bool graphs, const std::vector<Request>& reqs,
+                                 bool async = false, EngineStats* stats = nullptr) {
   EngineConfig config;
+  config.async_scheduling = async;
   config.num_blocks = 256;
   config.max_num_batched_tokens = 64;  // chunked prefill beside decodes: mixed steps stay eager
   config.max_num_seqs = 24;
@@ -350,10 +248,12 @@ std::vector<Generation> generate(LlamaModel* model, bool graphs, const std::vect
   const EngineStats st = (*engine)->stats();
   EXPECT_EQ(st.graph_replays, model->graph_stats().replays);
   EXPECT_EQ(st.graph_captures, model->graph_stats().captures);
+  if (stats != nullptr) *stats = st;
   return out;
 }
 
-TEST_F(DecodeGraphTest, EngineWithGraphsGivesWhatTheEagerEngineGives) {
+// 40 requests: prompts of 1..90 tokens, greedy, seeded top-k, logprobs and penalties.
+std::vector<Request> graph_requests() {
   std::mt19937 rng(9);
   std::vector<Request> reqs;
   for (int i = 0; i < 40; ++i) {
@@ -379,10 +279,12 @@ TEST_F(DecodeGraphTest, EngineWithGraphsGivesWhatTheEagerEngineGives) {
     }
     reqs.push_back(std::move(r));
   }
-  const std::vector<Generation> want = generate(eager_.get(), false, reqs);
-  const std::vector<Generation> got = generate(graphed_.get(), true, reqs);
+  return reqs;
+}
+
+void expect_same(const std::vector<Generation>& got, const std::vector<Generation>& want) {
   ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < reqs.size(); ++i) {
+  for (size_t i = 0; i < want.size(); ++i) {
     EXPECT_EQ(got[i].ids, want[i].ids) << "request " << i;
     ASSERT_EQ(got[i].logprobs.size(), want[i].logprobs.size()) << "request " << i;
     for (size_t t = 0; t < got[i].logprobs.size(); ++t) {
@@ -390,10 +292,36 @@ TEST_F(DecodeGraphTest, EngineWithGraphsGivesWhatTheEagerEngineGives) {
       EXPECT_EQ(got[i].logprobs[t].top, want[i].logprobs[t].top) << "request " << i;
     }
   }
+}
+
+TEST_F(DecodeGraphTest, EngineWithGraphsGivesWhatTheEagerEngineGives) {
+  const std::vector<Request> reqs = graph_requests();
+  const std::vector<Generation> want = generate(eager_.get(), false, reqs);
+  const std::vector<Generation> got = generate(graphed_.get(), true, reqs);
+  expect_same(got, want);
   const LlamaModel::GraphStats st = graphed_->graph_stats();
   EXPECT_GT(st.captures, 0);
   EXPECT_GT(st.replays, 20) << "most decode steps should replay a graph";
   EXPECT_EQ(st.failures, 0);
+}
+
+// Async scheduling over the backend that holds device-to-host copies back until the next
+// synchronize (as a GPU does): the engine reads a step's ids only once it has collected it,
+// while the next step is already queued; with replayed graphs, stop ids and wasted rows.
+TEST_F(DecodeGraphTest, AsyncEngineOnADeferringBackendGivesWhatTheSyncEngineGives) {
+  std::vector<Request> reqs = graph_requests();
+  for (size_t i = 0; i < reqs.size(); i += 2) reqs[i].params.stop_token_ids = {13, 29, 41};
+  const std::vector<Generation> want = generate(eager_.get(), false, reqs);
+  EngineStats st;
+  const std::vector<Generation> got = generate(graphed_.get(), true, reqs, /*async=*/true, &st);
+  expect_same(got, want);
+  int stopped_early = 0;
+  for (size_t i = 0; i < reqs.size(); ++i)
+    stopped_early += static_cast<int>(want[i].ids.size()) < reqs[i].params.max_tokens;
+  EXPECT_GT(stopped_early, 0) << "some requests should end at a stop id";
+  EXPECT_GT(st.lookahead_steps, 20);
+  EXPECT_GT(st.wasted_rows, 0);
+  EXPECT_GT(graphed_->graph_stats().replays, 20);
 }
 
 }  // namespace

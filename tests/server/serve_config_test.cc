@@ -24,6 +24,7 @@ TEST(ServeConfigTest, DefaultsListenOnLoopback) {
   EXPECT_TRUE(c->engine.enable_prefix_caching);
   EXPECT_FALSE(c->engine.decode_graphs);
   EXPECT_TRUE(c->engine.device_sampling);
+  EXPECT_FALSE(c->engine.async_scheduling);
 }
 
 TEST(ServeConfigTest, FileValuesAndFlagsOverrideThem) {
@@ -34,6 +35,7 @@ policy: priority
 prefix-caching: false
 cuda-graphs: true
 device-sampling: false
+async-scheduling: true
 drain_timeout: 2.5
 )");
   auto c = parse_serve_config({"--config", path, "--port", "7000"});
@@ -44,6 +46,7 @@ drain_timeout: 2.5
   EXPECT_FALSE(c->engine.enable_prefix_caching);
   EXPECT_TRUE(c->engine.decode_graphs);
   EXPECT_FALSE(c->engine.device_sampling);
+  EXPECT_TRUE(c->engine.async_scheduling);
   EXPECT_DOUBLE_EQ(c->drain_timeout_seconds, 2.5);
 }
 
@@ -65,6 +68,7 @@ TEST(ServeConfigTest, ErrorsNameTheKeyOrFlag) {
   expect_error({"--prefix-caching", "maybe"}, "--prefix-caching must be true or false");
   expect_error({"--cuda-graphs", "yes"}, "--cuda-graphs must be true or false");
   expect_error({"--device-sampling", "1"}, "--device-sampling must be true or false");
+  expect_error({"--async-scheduling", "yes"}, "--async-scheduling must be true or false");
   expect_error({"--bogus", "1"}, "unknown flag --bogus");
   expect_error({"--config"}, "--config needs a value");
 }
