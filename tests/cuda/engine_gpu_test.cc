@@ -4,6 +4,7 @@
 //    alone on the GPU, and the ids the CPU backend gives (greedy: any f32 difference large
 //    enough to flip an argmax would be a bug, not rounding).
 //  - stories260K with seeded sampling: the device sampler picks what the host sampler picks.
+//  - stories260K with async scheduling (and decode graphs): the ids and logprobs without it.
 //  - a synthetic llama3-1b in bf16 (random weights at the real shape: GQA 32/8, llama3 RoPE,
 //    vocab 128256): greedy ids on the GPU and the CPU agree for the first 32 tokens of each
 //    prompt, and at the first place they part the GPU's token is among the CPU's top 5 there
@@ -222,6 +223,60 @@ TEST(EngineGpuTest, StoriesF32DeviceSamplingMatchesTheHostSampler) {
   const std::vector<Result> want = run_together(**on_host, reqs);
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].ids, want[i].ids) << "request " << i;
+}
+
+// Async scheduling on the GPU, where the ids really come back behind the next step: step N+1
+// is planned and queued before step N's tokens are read, and N is delivered while N+1 runs.
+// Greedy ids (with stop ids ending some requests early, so rows are wasted) and logprobs equal
+// those of the engine without it, with decode graphs on for the async one.
+TEST(EngineGpuTest, StoriesF32AsyncSchedulingMatchesSync) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  StatusOr<LoadedModel> loaded = load_model(kRoot + "/assets/models/stories260K");
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  auto gpu = make_backend("cuda:0/f32", 0);
+  ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
+  auto model = LlamaModel::create(*loaded, gpu->get());
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  std::mt19937 rng(33);
+  std::vector<Request> reqs;
+  for (int i = 0; i < 48; ++i) {
+    Request r;
+    r.prompt_ids = {1};
+    for (int k = 0, n = static_cast<int>(rng() % 70); k < n; ++k)
+      r.prompt_ids.push_back(3 + static_cast<int>(rng() % 500));
+    r.params.temperature = 0;
+    r.params.ignore_eos = true;
+    r.params.max_tokens = 8 + static_cast<int>(rng() % 40);
+    if (i % 2 == 0) r.params.stop_token_ids = {13, 29, 41};
+    if (i % 5 == 0) r.params.logprobs = 2;
+    reqs.push_back(std::move(r));
+  }
+  EngineConfig config;
+  config.num_blocks = 96;  // tight: lookaheads stall and the normal plan preempts
+  config.max_model_len = 256;
+  config.max_num_batched_tokens = 96;
+  std::vector<Result> runs[2];
+  for (const bool async : {false, true}) {
+    config.async_scheduling = async;
+    config.decode_graphs = async;
+    auto engine = Engine::create(model->get(), nullptr, config);
+    ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+    runs[async] = run_together(**engine, reqs);
+    if (async) {
+      EXPECT_GT((*engine)->stats().lookahead_steps, 20);
+      EXPECT_GT((*engine)->stats().wasted_rows, 0);
+    }
+  }  // one engine at a time on the model
+  ASSERT_EQ(runs[1].size(), reqs.size());
+  ASSERT_EQ(runs[0].size(), reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(runs[1][i].ids, runs[0][i].ids) << "request " << i;
+    EXPECT_EQ(runs[1][i].finish, runs[0][i].finish) << "request " << i;
+    ASSERT_EQ(runs[1][i].logprobs.size(), runs[0][i].logprobs.size()) << "request " << i;
+    for (size_t t = 0; t < runs[0][i].logprobs.size(); ++t)
+      EXPECT_NEAR(runs[1][i].logprobs[t].logprob, runs[0][i].logprobs[t].logprob, 1e-4)
+          << "request " << i << " token " << t;
+  }
 }
 
 // Where greedy GPU ids first differ from the CPU's: index, or -1 when they never do.
