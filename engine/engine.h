@@ -134,10 +134,11 @@ class Engine {
   void publish_stats_locked();                  // mu_ held
   Live& live(RequestId id, const char* where);  // CHECK-fails for an unknown id
   Live* find_live(RequestId id);                // null when it has ended
-  // Fills slot->row_tokens and row_logprobs for the plan's sampled rows of live requests: ids
-  // from the backend, the host sampler and logprobs for rows that copied their logits back, in
-  // parallel across rows.
-  void host_row_work(StepSlot* slot);
+  // The per-row host work of the plan's sampled rows of live requests, in parallel across
+  // rows. sample (collect_step): slot->row_tokens, from the backend's ids or, for rows whose
+  // logits came back without device sampling, the host sampler. Else (deliver_step, off the
+  // critical path): slot->row_logprobs of the rows that ask for logprobs.
+  void host_row_work(StepSlot* slot, bool sample);
   void finish(RequestId id, FinishReason reason, const Status& error = OkStatus());
   void emit(Live& live, std::vector<int> new_ids, bool finished, FinishReason reason,
             const Status& error);

@@ -143,7 +143,7 @@ bool Engine::collect_step(StepSlot* slot) {
     fail_step(slot, run);
     return false;
   }
-  host_row_work(slot);
+  host_row_work(slot, /*sample=*/true);
   const ModelConfig& mc = model_->config();
   std::vector<SampledToken> sampled;
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
@@ -152,7 +152,6 @@ bool Engine::collect_step(StepSlot* slot) {
     const ScheduledSeq& s = plan.seqs[i];
     Live& l = live(s.id, "sampled");
     const SamplingParams& p = l.request.params;
-    if (p.logprobs > 0) l.logprobs.push_back(std::move(slot->row_logprobs[i]));
     const bool stop =
         (!p.ignore_eos && std::count(mc.eos_token_ids.begin(), mc.eos_token_ids.end(), token)) ||
         std::count(p.stop_token_ids.begin(), p.stop_token_ids.end(), token);
@@ -165,6 +164,7 @@ bool Engine::collect_step(StepSlot* slot) {
 
 void Engine::deliver_step(StepSlot* slot) {
   const StepPlan& plan = slot->plan;
+  host_row_work(slot, /*sample=*/false);  // logprobs: nothing waits for them but the client
   std::unordered_map<RequestId, int> new_token;
   int64_t generated = 0;
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
@@ -174,6 +174,7 @@ void Engine::deliver_step(StepSlot* slot) {
     Live* found = find_live(id);
     if (found == nullptr) continue;  // the launch after it failed and ended it with the error
     Live& l = *found;
+    if (l.request.params.logprobs > 0) l.logprobs.push_back(std::move(slot->row_logprobs[i]));
     bool stop_string = false;
     if (l.detok) {
       const auto detok_start = EngineClock::now();
@@ -229,30 +230,31 @@ void Engine::deliver_step(StepSlot* slot) {
     emit(live(id, "emit"), {token}, false, FinishReason::kNone, OkStatus());
 }
 
-void Engine::host_row_work(StepSlot* slot) {
+void Engine::host_row_work(StepSlot* slot, bool sample) {
   const StepPlan& plan = slot->plan;
   const ModelRunner::Sampled& sampled = slot->sampled;
   const int vocab = model_->config().vocab_size;
   const bool on_backend = config_.device_sampling;
-  slot->row_tokens.assign(plan.seqs.size(), -1);
-  slot->row_logprobs.resize(plan.seqs.size());
+  if (sample) {
+    slot->row_tokens.assign(plan.seqs.size(), -1);
+    slot->row_logprobs.resize(plan.seqs.size());
+  }
   host_rows_.clear();
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.seqs[i].sample) continue;
     // A request that ended while its row ran (an update or a stop string of the step before,
-    // a cancellation) gets nothing.
+    // a cancellation) gets nothing. (By deliver, update() may have ended it since: its last
+    // token's logprobs are still due.)
     const Live* l = find_live(plan.seqs[i].id);
     const RequestState* st = scheduler_.find(plan.seqs[i].id);
-    if (l == nullptr || st == nullptr) {
-      ++wasted_rows_;
+    if (l == nullptr || (sample && st == nullptr)) {
+      wasted_rows_ += sample;
       continue;
     }
     const int row = sampled.row_of_seq[i];
-    if (!slot->wants_logits[i]) {
-      slot->row_tokens[i] = sampled.ids[row];
-      continue;
-    }
-    if (on_backend) slot->row_tokens[i] = sampled.ids[row];
+    if (sample && (on_backend || !slot->wants_logits[i])) slot->row_tokens[i] = sampled.ids[row];
+    if (!slot->wants_logits[i]) continue;  // then it has no logits here, nor asks logprobs
+    if (sample ? on_backend : l->request.params.logprobs == 0 || slot->row_tokens[i] < 0) continue;
     host_rows_.push_back({i, sampled.logits.data() + static_cast<size_t>(row) * vocab,
                           &l->request.params, st, l->seed});
   }
@@ -265,16 +267,15 @@ void Engine::host_row_work(StepSlot* slot) {
     for (int64_t k = begin; k < end; ++k) {
       const HostRow& h = host_rows_[k];
       const std::span<const float> logits(h.logits, vocab);
-      int& token = row_tokens[h.seq];
-      if (!on_backend) {
+      if (sample) {
         const RequestState* st = h.state;
-        token = sampler.sample(
+        row_tokens[h.seq] = sampler.sample(
             logits, *h.params, {st->tokens.data(), static_cast<size_t>(st->prompt_len)},
             {st->tokens.data() + st->prompt_len, static_cast<size_t>(st->num_output())}, h.seed,
             static_cast<int64_t>(st->tokens.size()));
+      } else {
+        row_logprobs[h.seq] = sampler.logprobs(logits, row_tokens[h.seq], h.params->logprobs);
       }
-      if (h.params->logprobs > 0)
-        row_logprobs[h.seq] = sampler.logprobs(logits, token, h.params->logprobs);
     }
   };
   const int64_t n = static_cast<int64_t>(host_rows_.size());

@@ -97,13 +97,14 @@ Status ModelRunner::launch(const RowSampling* sampling, std::span<const int32_t>
   }
   if (b.sample_params.empty()) b.penalty_start.clear();
   out->row_of_seq.assign(row_of_seq_.begin(), row_of_seq_.end());
+  out->logits.clear();
   out->ids.clear();
   const bool ids = !sample_order_.empty() && (sampling != nullptr || any_argmax_row_);
-  return model_->launch(b, cache_, &out->logits, ids);
+  return model_->launch(b, cache_, ids);
 }
 
 Status ModelRunner::collect(Sampled* out) {
-  return model_->collect(&out->ids);
+  return model_->collect(&out->logits, &out->ids);
 }
 
 }  // namespace pagoda

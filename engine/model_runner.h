@@ -50,9 +50,9 @@ class ModelRunner {
   // prepare() builds the flat batch, reading the plan's views now (the scheduler may update()
   // before launch()); a row with input_pending gets its token at launch().
   void prepare(const StepPlan& plan, std::span<const uint8_t> wants_logits);
-  // Queues the prepared step. pending_tokens[i] is the input token of plan.seqs[i] when it has
-  // input_pending (empty when none has). Sets out->row_of_seq and out->logits (copying logits
-  // back waits for the step); the ids come with collect(). At most one step is in flight.
+  // Queues the prepared step and returns without waiting for the device. pending_tokens[i] is
+  // the input token of plan.seqs[i] when it has input_pending (empty when none has). Sets
+  // out->row_of_seq; the logits and ids come with collect(). At most one step is in flight.
   Status launch(const RowSampling* sampling, std::span<const int32_t> pending_tokens, Sampled* out);
   // Waits for the launched step and sets out->ids.
   Status collect(Sampled* out);

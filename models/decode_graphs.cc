@@ -49,7 +49,7 @@ int LlamaModel::decode_graph_bucket(const ForwardBatch& batch) const {
 }
 
 Status LlamaModel::launch_decode_graph(const ForwardBatch& batch, KvCache& cache, int bucket,
-                                       std::vector<float>* logits, bool want_ids) {
+                                       bool want_ids) {
   DecodeGraphs& g = graphs_;
   const int B = batch.num_seqs(), W = g.max_blocks_per_seq, w = batch.max_blocks_per_seq;
   ForwardBatch& p = g.padded;
@@ -96,7 +96,7 @@ Status LlamaModel::launch_decode_graph(const ForwardBatch& batch, KvCache& cache
   if (std::find(g.captured.begin(), g.captured.end(), bucket) != g.captured.end()) {
     PAGODA_RETURN_IF_ERROR(backend_->replay_graph(bucket));
     ++g.stats.replays;
-    return queue_outputs(batch, real_rows, logits, want_ids);
+    return queue_outputs(batch, real_rows, want_ids);
   }
   // First step of this bucket: run it eagerly (its results are this step's, and every lazy
   // setup of the ops happens outside the capture), then record the same work as the graph.
@@ -115,7 +115,7 @@ Status LlamaModel::launch_decode_graph(const ForwardBatch& batch, KvCache& cache
     ++g.stats.failures;
   }
   // Sampling (in queue_outputs) stays out of the graph: its penalty tables change every step.
-  return queue_outputs(batch, real_rows, logits, want_ids);
+  return queue_outputs(batch, real_rows, want_ids);
 }
 
 }  // namespace pagoda

@@ -230,7 +230,8 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
     PAGODA_RETURN_IF_ERROR(grow(&w.picked_normed, r * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.logits, r * c.vocab_size * sizeof(float)));
     PAGODA_RETURN_IF_ERROR(grow(&w.argmax, r * sizeof(int32_t)));
-    // Host memory a step's ids are copied into asynchronously (launch/collect).
+    // Host memory a step's logits and ids are copied into asynchronously (launch/collect).
+    PAGODA_RETURN_IF_ERROR(grow(&w.logits_host, r * c.vocab_size * sizeof(float), /*host=*/true));
     PAGODA_RETURN_IF_ERROR(grow(&w.ids_host, r * sizeof(int32_t), /*host=*/true));
     w.capacity_sample_rows = sample_rows;
   }
@@ -291,12 +292,11 @@ Status LlamaModel::check_penalties(const ForwardBatch& batch) {
 
 Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
                            std::vector<int32_t>* argmax_ids) {
-  PAGODA_RETURN_IF_ERROR(launch(batch, cache, logits, argmax_ids != nullptr));
-  return collect(argmax_ids);
+  PAGODA_RETURN_IF_ERROR(launch(batch, cache, argmax_ids != nullptr));
+  return collect(logits, argmax_ids);
 }
 
-Status LlamaModel::launch(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
-                          bool want_ids) {
+Status LlamaModel::launch(const ForwardBatch& batch, KvCache& cache, bool want_ids) {
   if (step_.in_flight) return FailedPrecondition("launch: a step is in flight; collect() it first");
   const KvCacheShape& cs = cache.shape();
   PAGODA_RETURN_IF_ERROR(batch.validate(cs.block_size, cs.num_blocks));
@@ -310,7 +310,7 @@ Status LlamaModel::launch(const ForwardBatch& batch, KvCache& cache, std::vector
     return InvalidArgument("forward: the KV cache was made for another model shape");
   }
   PAGODA_RETURN_IF_ERROR(check_penalties(batch));
-  const Status launched = launch_checked(batch, cache, logits, want_ids);
+  const Status launched = launch_checked(batch, cache, want_ids);
   if (launched.ok()) {
     step_.in_flight = true;
     return OkStatus();
@@ -323,10 +323,9 @@ Status LlamaModel::launch(const ForwardBatch& batch, KvCache& cache, std::vector
   return launched;
 }
 
-Status LlamaModel::launch_checked(const ForwardBatch& batch, KvCache& cache,
-                                  std::vector<float>* logits, bool want_ids) {
+Status LlamaModel::launch_checked(const ForwardBatch& batch, KvCache& cache, bool want_ids) {
   if (const int bucket = decode_graph_bucket(batch); bucket > 0)
-    return launch_decode_graph(batch, cache, bucket, logits, want_ids);
+    return launch_decode_graph(batch, cache, bucket, want_ids);
   const int64_t T = batch.num_tokens(), B = batch.num_seqs(),
                 R = static_cast<int64_t>(batch.sample_rows.size());
   PAGODA_RETURN_IF_ERROR(reserve(static_cast<int>(T), static_cast<int>(B),
@@ -336,20 +335,25 @@ Status LlamaModel::launch_checked(const ForwardBatch& batch, KvCache& cache,
   const bool ids = want_ids && R > 0;
   PAGODA_RETURN_IF_ERROR(
       run_layers(cache, T, B, R, batch.max_blocks_per_seq, ids && batch.sample_params.empty()));
-  return queue_outputs(batch, R, logits, want_ids);
+  return queue_outputs(batch, R, want_ids);
 }
 
-Status LlamaModel::collect(std::vector<int32_t>* ids) {
+Status LlamaModel::collect(std::vector<float>* logits, std::vector<int32_t>* ids) {
+  if (logits != nullptr) logits->clear();
   if (ids != nullptr) ids->clear();
   if (!step_.in_flight) return FailedPrecondition("collect: no step in flight");
-  const int64_t n = step_.ids;
+  const Step step = step_;
   step_ = Step{};
   PAGODA_RETURN_IF_ERROR(backend_->synchronize());
   inputs_.mark_done();  // synchronized: the step's uploads are done
-  // Only now does the staging buffer hold the ids: the copy was queued behind the step.
-  if (ids != nullptr && n > 0) {
+  // Only now does the staging memory hold the outputs: the copies were queued behind the step.
+  if (logits != nullptr && step.logit_rows > 0) {
+    const auto* staged = static_cast<const float*>(ws_.logits_host.data());
+    logits->assign(staged, staged + step.logit_rows * config_.vocab_size);
+  }
+  if (ids != nullptr && step.ids > 0) {
     const auto* staged = static_cast<const int32_t*>(ws_.ids_host.data());
-    ids->assign(staged, staged + n);
+    ids->assign(staged, staged + step.ids);
   }
   return OkStatus();
 }
@@ -425,15 +429,17 @@ Status LlamaModel::run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, i
   return OkStatus();
 }
 
-Status LlamaModel::queue_outputs(const ForwardBatch& batch, int64_t real_rows,
-                                 std::vector<float>* logits, bool want_ids) {
+Status LlamaModel::queue_outputs(const ForwardBatch& batch, int64_t real_rows, bool want_ids) {
   Backend& be = *backend_;
   const int64_t L = batch.num_logit_rows < 0 ? real_rows : batch.num_logit_rows;
-  logits->resize(static_cast<size_t>(L * config_.vocab_size));
-  // The logits first: the sample op may overwrite them (its scratch on a GPU).
-  if (L > 0)
-    PAGODA_RETURN_IF_ERROR(
-        be.copy_to_host(logits->data(), ws_.logits.data(), logits->size() * sizeof(float)));
+  // The logits first: the sample op may overwrite them (its scratch on a GPU), and the copy is
+  // ordered before it on the stream.
+  if (L > 0) {
+    const size_t bytes = static_cast<size_t>(L) * config_.vocab_size * sizeof(float);
+    PAGODA_CHECK_GE(ws_.logits_host.size(), bytes);  // reserve() sized it for the sample rows
+    PAGODA_RETURN_IF_ERROR(be.copy_to_host_async(ws_.logits_host.data(), ws_.logits.data(), bytes));
+    step_.logit_rows = L;
+  }
   if (!want_ids || real_rows == 0) return OkStatus();
   if (!batch.sample_params.empty()) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
   const size_t bytes = static_cast<size_t>(real_rows) * sizeof(int32_t);

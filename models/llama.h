@@ -66,7 +66,7 @@ class LlamaModel {
   // ids computed where the logits are, so those rows copy back one id instead of a row of
   // floats: with batch.sample_params, every row's sampled token; without, every row's argmax
   // (ArgmaxArgs' rule: the sampler's greedy choice).
-  // It is launch(batch, cache, logits, argmax_ids != nullptr), then collect(argmax_ids).
+  // It is launch(batch, cache, argmax_ids != nullptr), then collect(logits, argmax_ids).
   Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
                  std::vector<int32_t>* argmax_ids = nullptr);
 
@@ -74,18 +74,16 @@ class LlamaModel {
   // host work of step N while it runs (async scheduling). At most one step is in flight.
   //
   // launch() queues the step: validates the batch, uploads its inputs, runs the layers (or the
-  // decode graph), copies the logits of the first L rows back to *logits (a synchronous copy:
-  // when L > 0 it waits for the step), and, when want_ids and R > 0, runs the sample op if the
-  // batch has sample_params and queues the copy of the R ids into page-locked host memory
-  // (Backend::copy_to_host_async). It returns without waiting for the ids.
-  // FailedPrecondition when a step is already in flight (that step stays collectable); any
-  // failure leaves no step in flight.
-  Status launch(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
-                bool want_ids);
-  // Waits for the step in flight and writes its R ids to *ids (may be null: they are dropped);
-  // empty when it was launched without want_ids or R == 0. FailedPrecondition when no step is
-  // in flight. After it returns, ok or not, no step is in flight.
-  Status collect(std::vector<int32_t>* ids);
+  // decode graph), queues the copy of the logits of the first L rows into page-locked host
+  // memory, and, when want_ids and R > 0, runs the sample op if the batch has sample_params
+  // and queues the copy of the R ids the same way (Backend::copy_to_host_async). It returns
+  // without waiting for the device. FailedPrecondition when a step is already in flight (that
+  // step stays collectable); any failure leaves no step in flight.
+  Status launch(const ForwardBatch& batch, KvCache& cache, bool want_ids);
+  // Waits for the step in flight and writes its logits [L, vocab] and R ids (either may be
+  // null: dropped); ids are empty when launched without want_ids or R == 0. FailedPrecondition
+  // when no step is in flight. After it returns, ok or not, no step is in flight.
+  Status collect(std::vector<float>* logits, std::vector<int32_t>* ids);
   bool step_in_flight() const { return step_.in_flight; }
 
   // Grows the activation workspace and the step inputs to hold a step of up to `tokens` tokens
@@ -93,7 +91,8 @@ class LlamaModel {
   // of logits and `penalties` penalty-table entries (at least 256 per sample row are kept).
   // forward() grows them on demand; a caller that reserves its largest step up front gets no
   // allocation inside a step (and sizes the KV cache from what is left). The page-locked host
-  // buffer that a step's ids come back into is sized here too (R rows). FailedPrecondition
+  // buffers that a step's logits and ids come back into are sized here too (R rows; host
+  // memory, not in workspace_bytes). FailedPrecondition
   // while a step is in flight (its buffers may not move under it).
   Status reserve(int tokens, int seqs, int block_entries, int sample_rows, int penalties = 0);
   // How many times the workspace has grown (every buffer of one reserve() counts once).
@@ -138,14 +137,17 @@ class LlamaModel {
     int64_t grows = 0;                                   // also counts moves of the step inputs
     DeviceBuffer hidden, residual, normed, wide;         // [T, *]
     DeviceBuffer picked, picked_normed, logits, argmax;  // [R, *]
-    DeviceBuffer ids_host;          // [R] i32, host staging memory: where a step's ids come back
+    // Host staging memory (page-locked on a GPU) where a step's outputs come back.
+    DeviceBuffer logits_host;       // [R, vocab] f32
+    DeviceBuffer ids_host;          // [R] i32
     bool scratch_reserved = false;  // Backend::reserve_scratch() has run
   };
 
   // The step between launch() and collect().
   struct Step {
     bool in_flight = false;
-    int64_t ids = 0;  // rows whose ids are queued into ws_.ids_host (0: none)
+    int64_t logit_rows = 0;  // rows of logits queued into ws_.logits_host
+    int64_t ids = 0;         // rows whose ids are queued into ws_.ids_host (0: none)
   };
 
   struct DecodeGraphs {
@@ -164,18 +166,15 @@ class LlamaModel {
   // rows, block tables max_blocks wide. Queues ops only (capturable).
   Status run_layers(KvCache& cache, int64_t T, int64_t B, int64_t R, int max_blocks, bool argmax);
   // launch() once the batch is checked: the eager step, or a decode graph's.
-  Status launch_checked(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
-                        bool want_ids);
-  // Copies back the first num_logit_rows (-1: real_rows) rows of logits (synchronously), then,
-  // when want_ids, runs the sample op on every row if the batch has sample_params, and queues
-  // the copy of the first `real_rows` ids (sampled, or argmax from run_layers) into
-  // ws_.ids_host, for collect().
-  Status queue_outputs(const ForwardBatch& batch, int64_t real_rows, std::vector<float>* logits,
-                       bool want_ids);
+  Status launch_checked(const ForwardBatch& batch, KvCache& cache, bool want_ids);
+  // Queues the copy of the first num_logit_rows (-1: real_rows) rows of logits, then, when
+  // want_ids, runs the sample op on every row if the batch has sample_params (after that copy:
+  // the op may overwrite the logits), and queues the copy of the first `real_rows` ids
+  // (sampled, or argmax from run_layers); both into host staging, for collect().
+  Status queue_outputs(const ForwardBatch& batch, int64_t real_rows, bool want_ids);
   // The bucket a batch runs in as a graph, or 0 when it runs eagerly.
   int decode_graph_bucket(const ForwardBatch& batch) const;
-  Status launch_decode_graph(const ForwardBatch& batch, KvCache& cache, int bucket,
-                             std::vector<float>* logits, bool want_ids);
+  Status launch_decode_graph(const ForwardBatch& batch, KvCache& cache, int bucket, bool want_ids);
   StatusOr<TensorView> place(const LoadedModel& loaded, const std::string& name,
                              std::initializer_list<int64_t> shape);
   // A host tensor on the backend: itself on the CPU, else converted (matrices to the activation

@@ -106,8 +106,8 @@ class StepLaunchTest : public ::testing::Test {
 
 // Every kind of step (greedy and sampled, with and without penalties; no, one or every logit
 // row; ids wanted or not; prefill and decode), eagerly and through replayed decode graphs:
-// launch() returns with the logits written and the ids' copy still queued, without waiting for
-// the device; collect() waits once and gives exactly the ids forward() gives.
+// launch() returns with the copies of the logits and ids still queued, without waiting for the
+// device; collect() waits once and gives exactly the logits and ids forward() gives.
 TEST_F(StepLaunchTest, LaunchAndCollectGiveWhatForwardGives) {
   for (bool graphs : {false, true}) {
     SCOPED_TRACE(graphs ? "decode graphs" : "eager");
@@ -132,21 +132,23 @@ TEST_F(StepLaunchTest, LaunchAndCollectGiveWhatForwardGives) {
             }
 
             const int64_t syncs0 = rec_->syncs;
-            std::vector<float> logits;
-            const Status launched = model_->launch(b, cache_, &logits, want_ids);
+            const Status launched = model_->launch(b, cache_, want_ids);
             ASSERT_TRUE(launched.ok()) << launched.to_string();
             EXPECT_TRUE(model_->step_in_flight());
             EXPECT_EQ(rec_->syncs, syncs0) << "launch waited for the device";
-            EXPECT_EQ(rec_->pending_downloads(), want_ids ? 1u : 0u);
-            EXPECT_EQ(logits, want_logits);  // a synchronous copy: there at launch
+            // The logits (when any row wants them) and the ids, both still queued.
+            EXPECT_EQ(rec_->pending_downloads(),
+                      (want_logits.empty() ? 0u : 1u) + (want_ids ? 1u : 0u));
 
-            std::vector<int32_t> ids = {-7};  // whatever was there goes
-            const Status collected = model_->collect(&ids);
+            std::vector<float> logits = {1.5f};  // whatever was there goes
+            std::vector<int32_t> ids = {-7};
+            const Status collected = model_->collect(&logits, &ids);
             ASSERT_TRUE(collected.ok()) << collected.to_string();
             EXPECT_FALSE(model_->step_in_flight());
             EXPECT_EQ(rec_->syncs, syncs0 + 1);
             EXPECT_EQ(rec_->pending_downloads(), 0u);
-            EXPECT_EQ(ids, want);  // empty when no ids were wanted
+            EXPECT_EQ(logits, want_logits);  // read after the wait: poison before it
+            EXPECT_EQ(ids, want);            // empty when no ids were wanted
           }
         }
       }
@@ -175,13 +177,13 @@ TEST_F(StepLaunchTest, IdsAreReadFromStagingOnlyAfterTheStepIsWaitedFor) {
       std::vector<float> want_logits, logits;
       std::vector<int32_t> want, ids;
       ASSERT_NO_FATAL_FAILURE(reference(b, true, &want_logits, &want));
-      ASSERT_TRUE(model_->launch(b, cache_, &logits, true).ok());
+      ASSERT_TRUE(model_->launch(b, cache_, true).ok());
       ASSERT_EQ(rec_->pending_downloads(), 1u);
       const auto* staged = static_cast<const unsigned char*>(rec_->last_download_dst());
       ASSERT_NE(staged, nullptr);
       for (size_t i = 0; i < 3 * sizeof(int32_t); ++i)
         ASSERT_EQ(staged[i], RecordingBackend::kPoison) << "byte " << i;
-      ASSERT_TRUE(model_->collect(&ids).ok());
+      ASSERT_TRUE(model_->collect(&logits, &ids).ok());
       EXPECT_EQ(ids, want) << "step " << step;
     }
   }
@@ -194,14 +196,15 @@ TEST_F(StepLaunchTest, IdsAreReadFromStagingOnlyAfterTheStepIsWaitedFor) {
 }
 
 TEST_F(StepLaunchTest, CollectWithNothingInFlightFails) {
+  std::vector<float> logits = {2.5f};
   std::vector<int32_t> ids = {5};
-  Status s = model_->collect(&ids);
+  Status s = model_->collect(&logits, &ids);
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
   EXPECT_TRUE(ids.empty());
-  std::vector<float> logits;
-  ASSERT_TRUE(model_->launch(decode_rows(2, 0), cache_, &logits, true).ok());
-  ASSERT_TRUE(model_->collect(&ids).ok());
-  s = model_->collect(&ids);  // collected already
+  EXPECT_TRUE(logits.empty());
+  ASSERT_TRUE(model_->launch(decode_rows(2, 0), cache_, true).ok());
+  ASSERT_TRUE(model_->collect(&logits, &ids).ok());
+  s = model_->collect(&logits, &ids);  // collected already
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
   EXPECT_FALSE(model_->step_in_flight());
 }
@@ -217,18 +220,18 @@ TEST_F(StepLaunchTest, ASecondLaunchIsRefusedAndTheFirstStaysCollectable) {
   ASSERT_NO_FATAL_FAILURE(reference(first, true, &want_logits, &want));
   ASSERT_NO_FATAL_FAILURE(reference(second, true, &want_logits2, &want2));
 
-  ASSERT_TRUE(model_->launch(first, cache_, &logits, true).ok());
-  Status s = model_->launch(second, cache_, &logits2, true);
+  ASSERT_TRUE(model_->launch(first, cache_, true).ok());
+  Status s = model_->launch(second, cache_, true);
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
   s = model_->reserve(64, 8, 64, 8);
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
   EXPECT_TRUE(model_->step_in_flight());
-  ASSERT_TRUE(model_->collect(&ids).ok());
+  ASSERT_TRUE(model_->collect(&logits, &ids).ok());
   EXPECT_EQ(ids, want);
   EXPECT_EQ(logits, want_logits);
 
-  ASSERT_TRUE(model_->launch(second, cache_, &logits2, true).ok());
-  ASSERT_TRUE(model_->collect(&ids).ok());
+  ASSERT_TRUE(model_->launch(second, cache_, true).ok());
+  ASSERT_TRUE(model_->collect(&logits2, &ids).ok());
   EXPECT_EQ(ids, want2);
   EXPECT_EQ(logits2, want_logits2);
 }
@@ -240,10 +243,10 @@ TEST_F(StepLaunchTest, AFailedLaunchLeavesNothingInFlight) {
   std::vector<int32_t> ids;
   ForwardBatch bad = decode_rows(2, 0);
   bad.sample_rows = {5};  // beyond T
-  Status s = model_->launch(bad, cache_, &logits, true);
+  Status s = model_->launch(bad, cache_, true);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
   EXPECT_FALSE(model_->step_in_flight());
-  EXPECT_EQ(model_->collect(&ids).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(model_->collect(&logits, &ids).code(), StatusCode::kFailedPrecondition);
 
   ForwardBatch b = decode_rows(3, 2);
   add_sampling(b, false, 3);
@@ -251,37 +254,37 @@ TEST_F(StepLaunchTest, AFailedLaunchLeavesNothingInFlight) {
   std::vector<int32_t> want;
   ASSERT_NO_FATAL_FAILURE(reference(b, true, &want_logits, &want));
   rec_->fail_sample = true;
-  s = model_->launch(b, cache_, &logits, true);
+  s = model_->launch(b, cache_, true);
   EXPECT_EQ(s.code(), StatusCode::kInternal) << s.to_string();
   EXPECT_FALSE(model_->step_in_flight());
-  EXPECT_EQ(model_->collect(&ids).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(model_->collect(&logits, &ids).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(rec_->pending_downloads(), 0u);
 
   // The same step again (its KV writes are the same): as if the failure had not happened.
   rec_->fail_sample = false;
-  s = model_->launch(b, cache_, &logits, true);
+  s = model_->launch(b, cache_, true);
   ASSERT_TRUE(s.ok()) << s.to_string();
-  ASSERT_TRUE(model_->collect(&ids).ok());
+  ASSERT_TRUE(model_->collect(&logits, &ids).ok());
   EXPECT_EQ(ids, want);
   EXPECT_EQ(logits, want_logits);
 }
 
-// The ids' staging memory is sized by reserve() (host memory: not in workspace_bytes, which
+// The outputs' staging memory is sized by reserve() (host memory: not in workspace_bytes, which
 // counts exactly the device memory reserve() took), so a reserved step allocates nothing.
 TEST_F(StepLaunchTest, AReservedStepAllocatesNothing) {
   const size_t device0 = rec_->allocated_bytes;
   const int64_t staging0 = rec_->staging_allocations;
   ASSERT_TRUE(model_->reserve(64, 8, 64, 8).ok());
   EXPECT_EQ(rec_->allocated_bytes - device0, model_->workspace_bytes());
-  EXPECT_EQ(rec_->staging_allocations - staging0, 2);  // StepInputs' and the ids'
+  EXPECT_EQ(rec_->staging_allocations - staging0, 3);  // StepInputs', the logits', the ids'
   const int64_t allocations = rec_->allocations + rec_->staging_allocations;
   for (int step = 0; step < 4; ++step) {
     ForwardBatch b = step % 2 == 0 ? decode_rows(8, step) : prefill_rows(step);
     if (step >= 2) add_sampling(b, true, step);
     std::vector<float> logits;
     std::vector<int32_t> ids;
-    ASSERT_TRUE(model_->launch(b, cache_, &logits, true).ok());
-    ASSERT_TRUE(model_->collect(&ids).ok());
+    ASSERT_TRUE(model_->launch(b, cache_, true).ok());
+    ASSERT_TRUE(model_->collect(&logits, &ids).ok());
     EXPECT_EQ(ids.size(), b.sample_rows.size());
   }
   EXPECT_EQ(rec_->allocations + rec_->staging_allocations, allocations) << "a step allocated";
