@@ -6,8 +6,9 @@
 // Builds a synthetic model at a real shape, measures this machine's memory read bandwidth in
 // the same run, and prints prefill tokens/s for one prompt and decode tokens/s at batch 1,
 // with decode as a fraction of the bandwidth roofline (weight bytes read per token / bandwidth).
-// The other modes live beside it: offline (offline_bench.cc), device (device_bench.cc: GPU
-// decode and prefill against the card's measured copy bandwidth and bf16 GEMM peak).
+// The other modes live beside it: offline (offline_bench.cc; with --sim-step-ms on a simulated
+// device, simulated_device.h), device (device_bench.cc: GPU decode and prefill against the
+// card's measured copy bandwidth and bf16 GEMM peak).
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -128,7 +129,11 @@ constexpr const char* kUsage =
     "                          [--max-num-seqs 256] [--max-batched-tokens 2048] [--kv-cache-mb "
     "512]\n"
     "                          [--temperature 0] [--top-p 1] [--device-sampling true]\n"
-    "                          [--async-scheduling false]\n"
+    "                          [--async-scheduling false] [--compare-async false]\n"
+    "                          [--sim-step-ms 0] [--sim-token-us 0]\n"
+    "                          (--sim-step-ms X: a simulated device over the CPU backend, X ms\n"
+    "                          per step plus --sim-token-us per token, ops free on the host;\n"
+    "                          --compare-async true: async scheduling off and on side by side)\n"
     "       pagoda-bench device [--shape llama3-1b] [--dtype bf16] [--device cuda:0/bf16]\n"
     "                          [--batches 1,8,64] [--context 1024] [--prompt-len 2048]\n"
     "                          [--decode-steps 32] [--threads N] [--json FILE]\n"
