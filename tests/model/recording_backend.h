@@ -102,7 +102,9 @@ class RecordingBackend final : public Backend {
   Status gather_rows(const GatherRowsArgs& a) override { return op(&Backend::gather_rows, a); }
   Status argmax(const ArgmaxArgs& a) override { return op(&Backend::argmax, a); }
   Status sample(const SampleArgs& a) override {
-    if (fail_sample) return Internal("sample: failure injected by the test");
+    const int64_t call = sample_calls++;
+    if (fail_sample || call == fail_sample_call)
+      return Internal("sample: failure injected by the test");
     return op(&Backend::sample, a);
   }
 
@@ -133,8 +135,10 @@ class RecordingBackend final : public Backend {
 
   int64_t sync_uploads = 0, async_uploads = 0, async_downloads = 0, syncs = 0;
   int64_t allocations = 0, staging_allocations = 0;
-  size_t allocated_bytes = 0;  // by allocate(): device memory (never decreases)
-  bool fail_sample = false;    // sample() fails: a step that breaks after its uploads
+  size_t allocated_bytes = 0;     // by allocate(): device memory (never decreases)
+  bool fail_sample = false;       // sample() fails: a step that breaks after its uploads
+  int64_t sample_calls = 0;       // sample() calls so far
+  int64_t fail_sample_call = -1;  // the one sample() call (0-based) that fails, if >= 0
 
  private:
   struct Pending {
