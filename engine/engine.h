@@ -155,7 +155,8 @@ class Engine {
   StepSlot slots_[2];
   StepSlot* in_flight_ = nullptr;  // launched, not yet collected
   bool sync_next_ = false;         // the last lookahead stalled: plan after its update
-  int64_t lookahead_steps_ = 0, wasted_rows_ = 0;  // published in stats_
+  int64_t lookahead_steps_ = 0, wasted_rows_ = 0;    // published in stats_
+  std::unordered_map<RequestId, EndReason> ending_;  // deliver_step's (reused across steps)
   // host_row_work's rows (reused across steps).
   struct HostRow {
     size_t seq;           // plan.seqs index

@@ -47,5 +47,11 @@ inline FinishReason from_end_reason(EndReason r, FinishReason stop_reason) {
   }
   return FinishReason::kError;
 }
+// The finish reason of a request the scheduler ended: a stop string seen in its last token
+// wins over whatever else that token did (max_tokens, EOS), as it would have ended it anyway.
+inline FinishReason final_reason(FinishReason stop_reason, EndReason r) {
+  return stop_reason == FinishReason::kStopSequence ? FinishReason::kStopSequence
+                                                    : from_end_reason(r, stop_reason);
+}
 
 }  // namespace pagoda

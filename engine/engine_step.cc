@@ -165,7 +165,6 @@ bool Engine::collect_step(StepSlot* slot) {
 void Engine::deliver_step(StepSlot* slot) {
   const StepPlan& plan = slot->plan;
   host_row_work(slot, /*sample=*/false);  // logprobs: nothing waits for them but the client
-  std::unordered_map<RequestId, int> new_token;
   int64_t generated = 0;
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const int token = slot->row_tokens[i];
@@ -192,7 +191,6 @@ void Engine::deliver_step(StepSlot* slot) {
     if (l.usage.completion_tokens == 0) l.timings.first_token = EngineClock::now();
     ++l.usage.completion_tokens;
     ++generated;
-    new_token[id] = token;
     if (!stop_string) continue;
     // A stop string ends the request whatever else this token did (as a stop token would).
     l.stop_reason = FinishReason::kStopSequence;
@@ -211,23 +209,34 @@ void Engine::deliver_step(StepSlot* slot) {
     stats_.computed_tokens += plan.num_batched_tokens;
     stats_.generated_tokens += generated;
   }
-  for (const EndedRequest& e : slot->ended) {
-    auto it = live_.find(e.id);
+  // Each row's token goes out in its request's message, the final one for a request this step
+  // ended (the ending_ map and the loop allocate nothing once warm: this runs every step).
+  ending_.clear();
+  for (const EndedRequest& e : slot->ended) ending_.emplace(e.id, e.reason);
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    const int token = slot->row_tokens[i];
+    const RequestId id = plan.seqs[i].id;
+    const auto e = ending_.find(id);
+    if (token < 0 && e == ending_.end()) continue;
+    auto it = live_.find(id);
     if (it == live_.end()) continue;
-    std::vector<int> ids;
-    if (auto t = new_token.find(e.id); t != new_token.end()) {
-      ids.push_back(t->second);
-      new_token.erase(t);
-    }
     Live& l = *it->second;
-    const FinishReason reason = l.stop_reason == FinishReason::kStopSequence
-                                    ? FinishReason::kStopSequence
-                                    : from_end_reason(e.reason, l.stop_reason);
-    emit(l, std::move(ids), true, reason, OkStatus());
+    std::vector<int> ids;
+    if (token >= 0) ids.push_back(token);
+    if (e == ending_.end()) {
+      emit(l, std::move(ids), false, FinishReason::kNone, OkStatus());
+      continue;
+    }
+    emit(l, std::move(ids), true, final_reason(l.stop_reason, e->second), OkStatus());
+    live_.erase(it);
+    ending_.erase(e);
+  }
+  for (const auto& [id, why] : ending_) {  // none expected: an ended request has its row here
+    auto it = live_.find(id);
+    if (it == live_.end()) continue;
+    emit(*it->second, {}, true, final_reason(it->second->stop_reason, why), OkStatus());
     live_.erase(it);
   }
-  for (const auto& [id, token] : new_token)
-    emit(live(id, "emit"), {token}, false, FinishReason::kNone, OkStatus());
 }
 
 void Engine::host_row_work(StepSlot* slot, bool sample) {

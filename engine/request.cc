@@ -17,23 +17,31 @@ const char* finish_reason_name(FinishReason r) {
 }
 
 void OutputChannel::push(RequestOutput out) {
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return;  // nothing follows the final message
     closed_ = out.finished;
     queue_.push_back(std::move(out));
+    wake = waiting_ > 0;
   }
-  cv_.notify_all();
+  // The engine pushes to every running request each step: a wake-up is a system call, so it is
+  // made only when a consumer waits (one that comes later finds the queue non-empty).
+  if (wake) cv_.notify_all();
 }
 
 std::optional<RequestOutput> OutputChannel::next(std::optional<std::chrono::milliseconds> timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   auto ready = [&] { return !queue_.empty(); };
+  ++waiting_;
+  bool got = true;
   if (timeout) {
-    if (!cv_.wait_for(lock, *timeout, ready)) return std::nullopt;
+    got = cv_.wait_for(lock, *timeout, ready);
   } else {
     cv_.wait(lock, ready);
   }
+  --waiting_;
+  if (!got) return std::nullopt;
   RequestOutput out = std::move(queue_.front());
   queue_.pop_front();
   return out;

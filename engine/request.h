@@ -119,6 +119,7 @@ class OutputChannel {
   std::condition_variable cv_;
   std::deque<RequestOutput> queue_;
   bool closed_ = false;
+  int waiting_ = 0;  // consumers blocked in next(): push() wakes them, and only them
 };
 
 }  // namespace pagoda
