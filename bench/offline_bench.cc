@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,6 +52,7 @@ struct RunResult {
 struct Sampling {
   float temperature = 0.0f;
   float top_p = 1.0f;
+  float repetition_penalty = 1.0f;  // 1: off
 };
 
 // sim: the model's backend when it is the simulated device (its counters cover this run), else
@@ -69,6 +71,7 @@ StatusOr<RunResult> run_requests(LlamaModel* model, SimulatedDevice* sim,
     for (int k = 0; k < input_len; ++k) r.prompt_ids[k] = (i * 7919 + k * 104729) % vocab;
     r.params.temperature = sampling.temperature;
     r.params.top_p = sampling.top_p;
+    r.params.repetition_penalty = sampling.repetition_penalty;
     if (sampling.temperature > 0) r.params.seed = 1000 + i;
     r.params.ignore_eos = true;
     r.params.max_tokens = output_len;
@@ -165,6 +168,11 @@ void print_table(const std::string& shape, DType dtype, const std::string& backe
     } else {
       std::snprintf(how, sizeof(how), "greedy%s", row.async ? ", async" : "");
     }
+    if (sampling.repetition_penalty != 1.0f) {
+      const size_t used = std::strlen(how);
+      std::snprintf(how + used, sizeof(how) - used, ", rep. penalty %.2f",
+                    sampling.repetition_penalty);
+    }
     const double batch_tps = b.output_tokens / b.seconds;
     char single[64] = "-", gain[32] = "-", idle[32] = "-";
     if (row.single) {
@@ -191,8 +199,8 @@ Status run_offline_bench(const std::vector<std::string>& args) {
       Flags flags,
       Flags::parse(args, {"shape", "dtype", "threads", "num-requests", "input-len", "output-len",
                           "max-num-seqs", "max-batched-tokens", "kv-cache-mb", "device",
-                          "temperature", "top-p", "device-sampling", "async-scheduling",
-                          "sim-step-ms", "sim-token-us", "compare-async"}));
+                          "temperature", "top-p", "repetition-penalty", "device-sampling",
+                          "async-scheduling", "sim-step-ms", "sim-token-us", "compare-async"}));
   PAGODA_ASSIGN_OR_RETURN(int64_t n, flags.get_int("num-requests", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t in_len, flags.get_int("input-len", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t out_len, flags.get_int("output-len", 64, 1, 1 << 20));
@@ -204,6 +212,8 @@ Status run_offline_bench(const std::vector<std::string>& args) {
   PAGODA_ASSIGN_OR_RETURN(double top_p, flags.get_double("top-p", 1.0, 1e-6, 1.0));
   sampling.temperature = static_cast<float>(temperature);
   sampling.top_p = static_cast<float>(top_p);
+  PAGODA_ASSIGN_OR_RETURN(double rep, flags.get_double("repetition-penalty", 1.0, 1e-3, 100.0));
+  sampling.repetition_penalty = static_cast<float>(rep);
   PAGODA_ASSIGN_OR_RETURN(const bool device_sampling,
                           bool_flag(flags, "device-sampling", /*fallback=*/true));
   PAGODA_ASSIGN_OR_RETURN(const bool async_scheduling,

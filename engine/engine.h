@@ -149,7 +149,6 @@ class Engine {
   SchedulerConfig sched_config_;
   std::unique_ptr<ModelRunner> runner_;
   Scheduler scheduler_;                    // engine thread only
-  Sampler sampler_;                        // engine thread only
   ModelRunner::RowSampling row_sampling_;  // reused across steps
   std::vector<int32_t> pending_tokens_;    // reused across steps
   StepSlot slots_[2];

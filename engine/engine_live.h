@@ -27,6 +27,7 @@ struct Engine::Live {
   RequestTimeline timeline;
   bool admitted = false;
   std::vector<TokenLogprobs> logprobs;  // of sampled tokens not yet emitted (params.logprobs > 0)
+  PenaltyTable penalties;               // with device sampling and a penalty on
 };
 
 // The sampler's greedy path with nothing that needs the logits on the host: no penalties, no

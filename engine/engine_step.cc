@@ -95,15 +95,21 @@ bool Engine::launch_step(StepSlot* slot) {
     const ScheduledSeq& s = plan.seqs[i];
     // Null when the update just made ended the request (its row runs for nothing).
     const RequestState* st = scheduler_.find(s.id);
-    const Live* l = find_live(s.id);
+    Live* l = find_live(s.id);
     if (s.input_pending && st != nullptr) pending_tokens_[i] = st->tokens.back();
     if (s.sample && config_.device_sampling && st != nullptr && l != nullptr) {
       const SamplingParams& p = l->request.params;
       rs.params[i] = sample_row_params(p, l->seed, static_cast<int64_t>(st->tokens.size()));
-      sampler_.penalty_table(
-          p, {st->tokens.data(), static_cast<size_t>(st->prompt_len)},
-          {st->tokens.data() + st->prompt_len, static_cast<size_t>(st->num_output())}, vocab_size,
-          &rs.penalty_ids, &rs.penalty_counts);
+      if (has_penalties(p)) {
+        // Kept up to date per request (O(new tokens)), not rebuilt from every token each step.
+        l->penalties.update(
+            {st->tokens.data(), static_cast<size_t>(st->prompt_len)},
+            {st->tokens.data() + st->prompt_len, static_cast<size_t>(st->num_output())},
+            vocab_size);
+        const std::span<const int32_t> ids = l->penalties.ids(), counts = l->penalties.counts();
+        rs.penalty_ids.insert(rs.penalty_ids.end(), ids.begin(), ids.end());
+        rs.penalty_counts.insert(rs.penalty_counts.end(), counts.begin(), counts.end());
+      }
     }
     rs.penalty_start.push_back(static_cast<int32_t>(rs.penalty_ids.size()));
   }

@@ -76,6 +76,30 @@ void Sampler::penalty_table(const SamplingParams& params, std::span<const int> p
   for (size_t i = first; i < ids->size(); ++i) counts_[(*ids)[i]] = 0;
 }
 
+void PenaltyTable::add(int id, int count) {
+  const auto [it, inserted] = index_.try_emplace(id, static_cast<int32_t>(ids_.size()));
+  if (inserted) {
+    ids_.push_back(id);
+    counts_.push_back(count);
+  } else {
+    counts_[it->second] += count;
+  }
+}
+
+void PenaltyTable::update(std::span<const int> prompt_ids, std::span<const int> output_ids,
+                          int vocab) {
+  PAGODA_CHECK_GE(output_ids.size(), output_seen_);  // a request's output only grows
+  const auto in_vocab = [vocab](int id) { return id >= 0 && id < vocab; };
+  if (!prompt_done_) {
+    for (int id : prompt_ids)
+      if (in_vocab(id)) add(id, 0);
+    prompt_done_ = true;
+  }
+  for (size_t i = output_seen_; i < output_ids.size(); ++i)
+    if (in_vocab(output_ids[i])) add(output_ids[i], 1);
+  output_seen_ = output_ids.size();
+}
+
 int Sampler::sample(std::span<const float> logits, const SamplingParams& params,
                     std::span<const int> prompt_ids, std::span<const int> output_ids, uint64_t seed,
                     int64_t position) {

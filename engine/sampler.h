@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -70,6 +71,27 @@ class Sampler {
   cpu::SampleScratch scratch_;
   std::vector<int32_t> table_ids_, table_counts_;  // one row's penalty table
   std::vector<int32_t> counts_;  // per-token, while building a table; all zero between calls
+};
+
+// One request's penalty table (Sampler::penalty_table's, the same ids and counts in the same
+// order), kept up to date as its tokens come instead of rebuilt each step: rebuilding costs
+// O(prompt + output) scattered accesses per row and step, on the critical path between device
+// steps; this costs O(new tokens), and the step copies the table.
+class PenaltyTable {
+ public:
+  // Brings the table up to these tokens. prompt_ids must be the same on every call and
+  // output_ids may only have grown (a request's tokens are only ever appended, preemption
+  // included). Ids outside [0, vocab) are ignored.
+  void update(std::span<const int> prompt_ids, std::span<const int> output_ids, int vocab);
+  std::span<const int32_t> ids() const { return ids_; }
+  std::span<const int32_t> counts() const { return counts_; }
+
+ private:
+  void add(int id, int count);
+  std::vector<int32_t> ids_, counts_;
+  std::unordered_map<int32_t, int32_t> index_;  // id -> its entry
+  bool prompt_done_ = false;
+  size_t output_seen_ = 0;
 };
 
 }  // namespace pagoda
