@@ -5,7 +5,10 @@
 //   strings → each request's OutputChannel.
 // With async scheduling the loop keeps the device busy: while step N runs it plans and
 // prepares step N+1 (a scheduler lookahead); when N's tokens come back it updates the
-// scheduler, launches N+1 at once, and only then detokenizes and delivers N's tokens.
+// scheduler, launches N+1 at once, and only then detokenizes and delivers N's tokens. A step
+// may then still be in flight after a request's final message (the row of a request that
+// just stopped): give the model to another user (a second engine, forward()) only once this
+// engine is destroyed.
 // A request's outputs carry new token ids, a text delta (when the engine has a tokenizer),
 // usage and timings; the last message says why it finished.
 #pragma once
@@ -123,8 +126,9 @@ class Engine {
   // empty.
   bool plan_step(StepSlot* slot);
   // Row sampling and pending input tokens (from the scheduler, updated with the step before),
-  // then queue the step. On failure its requests end with the error.
-  bool launch_step(StepSlot* slot);
+  // then queue the step. On failure the caller ends its requests (fail_step), after it has
+  // delivered the step before.
+  Status launch_step(StepSlot* slot);
   // Wait for the step, take its tokens (host sampling and logprobs where asked), flag stop
   // tokens, Scheduler::update(). On failure its requests end with the error.
   bool collect_step(StepSlot* slot);

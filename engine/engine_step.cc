@@ -36,8 +36,16 @@ void Engine::step() {
     collected = collect_step(running);
   }
   sync_next_ = planned && next.plan.stalled;
-  if (planned && launch_step(&next)) in_flight_ = &next;
+  Status launched = OkStatus();
+  if (planned) {
+    launched = launch_step(&next);
+    if (launched.ok()) in_flight_ = &next;
+  }
   if (collected) deliver_step(running);
+  // A failed launch ends its requests only now, after step N's delivery: a request that N
+  // ended (a stop token, whose next row was planned for nothing) keeps that ending, and one
+  // that goes on gets N's token before the error.
+  if (!launched.ok()) fail_step(&next, launched);
   if (!config_.async_scheduling && in_flight_ != nullptr) {
     StepSlot* const now = in_flight_;
     in_flight_ = nullptr;
@@ -82,7 +90,7 @@ bool Engine::plan_step(StepSlot* slot) {
   return true;
 }
 
-bool Engine::launch_step(StepSlot* slot) {
+Status Engine::launch_step(StepSlot* slot) {
   const StepPlan& plan = slot->plan;
   const int vocab_size = model_->config().vocab_size;
   ModelRunner::RowSampling& rs = row_sampling_;
@@ -113,11 +121,7 @@ bool Engine::launch_step(StepSlot* slot) {
     }
     rs.penalty_start.push_back(static_cast<int32_t>(rs.penalty_ids.size()));
   }
-  const Status s =
-      runner_->launch(config_.device_sampling ? &rs : nullptr, pending_tokens_, &slot->sampled);
-  if (s.ok()) return true;
-  fail_step(slot, s);
-  return false;
+  return runner_->launch(config_.device_sampling ? &rs : nullptr, pending_tokens_, &slot->sampled);
 }
 
 void Engine::fail_step(StepSlot* slot, const Status& error) {
@@ -177,7 +181,7 @@ void Engine::deliver_step(StepSlot* slot) {
     if (token < 0) continue;
     const RequestId id = plan.seqs[i].id;
     Live* found = find_live(id);
-    if (found == nullptr) continue;  // the launch after it failed and ended it with the error
+    if (found == nullptr) continue;
     Live& l = *found;
     if (l.request.params.logprobs > 0) l.logprobs.push_back(std::move(slot->row_logprobs[i]));
     bool stop_string = false;

@@ -4,6 +4,7 @@
 // under the sanitizers too.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 #include <random>
 #include <string>
@@ -125,6 +126,50 @@ TEST_P(EngineFailureTest, AFailedStepEndsItsRequestsWithTheErrorAndServingGoesOn
   EXPECT_EQ(got.stats.waiting, 0);
   EXPECT_FALSE(model->step_in_flight());
   if (async) EXPECT_GT(got.stats.lookahead_steps, 5);
+}
+
+// One request through an engine whose backend fails the fail_call-th sample op.
+testing::Collected serve_one(const LoadedModel& loaded, bool async, const Request& r,
+                             int64_t fail_call) {
+  auto backend = std::make_unique<RecordingBackend>(make_backend("cpu", 1).value());
+  backend->fail_sample_call = fail_call;
+  auto model = LlamaModel::create(loaded, backend.get()).value();
+  EngineConfig config;
+  config.num_blocks = 64;
+  config.async_scheduling = async;
+  auto engine = Engine::create(model.get(), nullptr, config).value();
+  RequestHandle h = engine->submit(r).value();
+  testing::Collected c = testing::collect(*h.outputs);
+  engine.reset();  // before the model and backend it runs on
+  return c;
+}
+
+// A request that a stop token ends at step N has a lookahead row in step N+1 (computed for
+// nothing). When N+1 fails to launch, the request still ends as it did, with all its tokens:
+// the failure belongs to the requests that go on. (Found in review: N+1's failure used to end
+// it with the error before N was delivered, dropping the stop token.)
+TEST_P(EngineFailureTest, AFailedLookaheadDoesNotUndoAStopAtTheStepBefore) {
+  Request r;
+  r.prompt_ids = {1, 403, 407, 261};
+  r.params.temperature = 0;
+  r.params.ignore_eos = true;
+  r.params.max_tokens = 30;
+  const testing::Collected free_run = serve_one(*loaded_, false, r, -1);
+  // The first k >= 2 whose token did not come before: made a stop id, it ends the request.
+  size_t k = 2;
+  while (k < free_run.ids.size() && std::find(free_run.ids.begin(), free_run.ids.begin() + k,
+                                              free_run.ids[k]) != free_run.ids.begin() + k)
+    ++k;
+  ASSERT_LT(k, free_run.ids.size());
+  r.params.stop_token_ids = {free_run.ids[k]};
+  const testing::Collected want = serve_one(*loaded_, false, r, -1);
+  ASSERT_EQ(want.last.finish_reason, FinishReason::kStop);
+  ASSERT_EQ(want.ids.size(), k + 1);
+  // Sample call k + 1 is the (async: wasted) step after the stop token's.
+  const testing::Collected got = serve_one(*loaded_, GetParam(), r, static_cast<int64_t>(k) + 1);
+  EXPECT_EQ(got.last.finish_reason, FinishReason::kStop)
+      << finish_reason_name(got.last.finish_reason) << " " << got.last.error.to_string();
+  EXPECT_EQ(got.ids, want.ids);
 }
 
 INSTANTIATE_TEST_SUITE_P(SyncAndAsync, EngineFailureTest, ::testing::Values(false, true),
