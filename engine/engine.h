@@ -59,9 +59,9 @@ struct EngineConfig {
   // Async scheduling (see above): the host's per-step work (planning the next step, building
   // its batch, detokenizing, stop strings, delivering) overlaps the device's step instead of
   // sitting between steps. The tokens are the same; a request that a stop token or stop string
-  // ends has one more decode row computed for nothing. A lookahead never preempts: when it runs
-  // out of KV blocks, the step after it is planned the normal way. Off by default until a GPU
-  // run has measured it (scripts/device-check.sh compares both).
+  // ends has one more decode row computed for nothing, and so has one that a lookahead preempts
+  // while its step runs (it samples that token again after it resumes). Off by default until
+  // a GPU run has measured it (scripts/device-check.sh compares both).
   bool async_scheduling = false;
 };
 
@@ -156,8 +156,7 @@ class Engine {
   ModelRunner::RowSampling row_sampling_;  // reused across steps
   std::vector<int32_t> pending_tokens_;    // reused across steps
   StepSlot slots_[2];
-  StepSlot* in_flight_ = nullptr;  // launched, not yet collected
-  bool sync_next_ = false;         // the last lookahead stalled: plan after its update
+  StepSlot* in_flight_ = nullptr;                    // launched, not yet collected
   int64_t lookahead_steps_ = 0, wasted_rows_ = 0;    // published in stats_
   std::unordered_map<RequestId, EndReason> ending_;  // deliver_step's (reused across steps)
   // host_row_work's rows (reused across steps).

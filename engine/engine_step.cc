@@ -11,7 +11,8 @@
 // - The lookahead plan's rows whose input is step N's token (input_pending) read it from the
 //   scheduler at launch, after update(N) appended it.
 // - A request that update(N) ends may still have a row in step N+1: that row runs for nothing
-//   and is skipped when N+1 comes back (its Live is gone by then).
+//   and is skipped when N+1 comes back (its Live is gone by then). So is the row of a request
+//   that the lookahead preempted while its step ran (Scheduler::planned_in).
 // - Stop strings need the detokenizer, so they are matched in deliver, after update(N): such a
 //   request is ended with Scheduler::finish() (its N+1 row, if any, is skipped likewise).
 // - collect and deliver of one step happen in the same step() call, so nothing else (a
@@ -27,7 +28,7 @@ void Engine::step() {
   drain_inbox();
   StepSlot* const running = in_flight_;
   StepSlot& next = slots_[running == &slots_[0] ? 1 : 0];
-  const bool may_plan = running == nullptr || (config_.async_scheduling && !sync_next_);
+  const bool may_plan = running == nullptr || config_.async_scheduling;
   const bool planned = may_plan && scheduler_.has_unfinished() && plan_step(&next);
   lookahead_steps_ += planned && running != nullptr;
   bool collected = false;
@@ -35,7 +36,6 @@ void Engine::step() {
     in_flight_ = nullptr;
     collected = collect_step(running);
   }
-  sync_next_ = planned && next.plan.stalled;
   Status launched = OkStatus();
   if (planned) {
     launched = launch_step(&next);
@@ -262,14 +262,16 @@ void Engine::host_row_work(StepSlot* slot, bool sample) {
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.seqs[i].sample) continue;
     // A request that ended while its row ran (an update or a stop string of the step before,
-    // a cancellation) gets nothing. (By deliver, update() may have ended it since: its last
-    // token's logprobs are still due.)
+    // a cancellation), or that a lookahead preempted (it will sample this token again), gets
+    // nothing. (By deliver, update() may have ended it since: its last token's logprobs are
+    // still due.)
     const Live* l = find_live(plan.seqs[i].id);
     const RequestState* st = scheduler_.find(plan.seqs[i].id);
-    if (l == nullptr || (sample && st == nullptr)) {
+    if (l == nullptr || (sample && !scheduler_.planned_in(plan.seqs[i].id, plan.step))) {
       wasted_rows_ += sample;
       continue;
     }
+    if (!sample && slot->row_tokens[i] < 0) continue;
     const int row = sampled.row_of_seq[i];
     if (sample && (on_backend || !slot->wants_logits[i])) slot->row_tokens[i] = sampled.ids[row];
     if (!slot->wants_logits[i]) continue;  // then it has no logits here, nor asks logprobs

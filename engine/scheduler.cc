@@ -97,6 +97,12 @@ Status Scheduler::abort(RequestId id) {
   return OkStatus();
 }
 
+bool Scheduler::planned_in(RequestId id, uint64_t step) const {
+  const RequestState* r = find(id);
+  return r != nullptr && r->running && step != 0 &&
+         (r->planned_step == step || r->prev_planned_step == step);
+}
+
 const RequestState* Scheduler::find(RequestId id) const {
   const auto it = requests_.find(id);
   return it == requests_.end() ? nullptr : &it->second;
@@ -134,6 +140,12 @@ void Scheduler::preempt_last_running(StepPlan* plan) {
   kv_.free(&v->kv);
   v->num_computed = v->num_scheduled = 0;
   v->running = false;
+  // In a lookahead the victim may be in the running plan: what that plan computes for it is
+  // dropped (update() skips a request that is not running; planned_in() says so to the
+  // caller), and it later recomputes its tokens and samples that token again. Its blocks may
+  // go to this plan's requests, which write them only after the running step (one stream).
+  v->planned_step = v->prev_planned_step = 0;
+  v->sample_due = v->prev_sample_due = v->pending_input = false;
   ++v->num_preemptions;
   ++num_preemptions_;
   waiting_.insert(v);
@@ -170,26 +182,20 @@ StepPlan Scheduler::schedule() {
       continue;
     const int n = std::min(known - r->num_scheduled, budget);
     PAGODA_CHECK_GT(n, 0);
-    if (lookahead) {
-      if (!kv_.allocate(&r->kv, r->num_scheduled + n)) {
-        plan.stalled = true;  // no preemption while a plan runs: its requests are in flight
-        break;
-      }
-    } else {
-      bool preempted_self = false;
-      while (!kv_.allocate(&r->kv, r->num_scheduled + n)) {
-        preempted_self = running_.back() == r;
-        preempt_last_running(&plan);
-        if (preempted_self) break;
-      }
-      if (preempted_self) break;  // it was the last one
+    // A victim may be in the running plan (lookahead): see preempt_last_running.
+    bool preempted_self = false;
+    while (!kv_.allocate(&r->kv, r->num_scheduled + n)) {
+      preempted_self = running_.back() == r;
+      preempt_last_running(&plan);
+      if (preempted_self) break;
     }
+    if (preempted_self) break;  // it was the last one
     plan.seqs.push_back(plan_seq(r, n, plan.step, pending));
     budget -= n;
   }
 
   // Waiting requests, in policy order, while everything fits.
-  while (!plan.stalled && plan.preempted.empty() && budget > 0 && !waiting_.empty() &&
+  while (plan.preempted.empty() && budget > 0 && !waiting_.empty() &&
          static_cast<int>(running_.size()) < config_.max_num_seqs) {
     RequestState* r = *waiting_.begin();
     const PrefixMatch match = kv_.match_prefix(&r->kv, r->tokens);

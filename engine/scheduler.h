@@ -21,9 +21,12 @@
 //   (max_tokens or max_model_len). A stop token (which only update() learns) ends it at
 //   update(N); its row in plan N+1 is then computed for nothing and update(N+1) skips it.
 // - A request in plan N on a partial prefill chunk gets its next chunk.
-// - Nothing is preempted. When a running request cannot get blocks, planning stops there (no
-//   admission either) and the plan is marked `stalled`: the caller should let update(N) come
-//   first and plan the step after it normally, which preempts as needed.
+// - Preemption works as in a normal plan, and may take a request that plan N is computing:
+//   what N computes for it is dropped (update(N) skips it; planned_in(id, N) turns false, so
+//   the caller drops its token too), and it recomputes that token after it resumes (the same
+//   token: sampling is keyed by seed and position). Its freed blocks may go to plan N+1's
+//   requests, which write them after step N (one device stream; the engine launches N+1
+//   only once N has come back).
 // - update(N) must come before update(N+1), and before any further schedule(): at most two
 //   plans await update at a time.
 // Blocks freed while a plan runs (abort, finish, a stop at update(N)) may be handed out by the
@@ -167,6 +170,10 @@ class Scheduler {
   Status finish(RequestId id, EndReason reason);
 
   const RequestState* find(RequestId id) const;
+  // Whether plan `step` still computes for this request: it is running and that plan (the
+  // newest or, with a lookahead, the one before) scheduled it. False once it ended, was
+  // preempted (its sampled token is then dropped) or was re-admitted since.
+  bool planned_in(RequestId id, uint64_t step) const;
   const SchedulerConfig& config() const { return config_; }
   const KvBlockManager& kv() const { return kv_; }
 

@@ -66,9 +66,6 @@ struct StepPlan {
   // Ended this step because of abort() (blocks freed): report each as cancelled. Not in seqs.
   std::vector<RequestId> aborted;
   int32_t num_batched_tokens = 0;  // sum of num_tokens <= max_num_batched_tokens
-  // Lookahead only: a running request could not get blocks, so planning stopped before it (a
-  // normal schedule() would have preempted). Plan the next step after update() instead.
-  bool stalled = false;
   bool empty() const { return seqs.empty(); }
 };
 

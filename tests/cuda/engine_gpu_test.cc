@@ -252,7 +252,7 @@ TEST(EngineGpuTest, StoriesF32AsyncSchedulingMatchesSync) {
     reqs.push_back(std::move(r));
   }
   EngineConfig config;
-  config.num_blocks = 96;  // tight: lookaheads stall and the normal plan preempts
+  config.num_blocks = 96;  // tight: lookaheads preempt, also requests whose step is in flight
   config.max_model_len = 256;
   config.max_num_batched_tokens = 96;
   std::vector<Result> runs[2];

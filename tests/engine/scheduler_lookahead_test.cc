@@ -74,7 +74,7 @@ TEST(SchedulerLookaheadTest, ChunksContinueAndDecodesWaitForTheirToken) {
   EXPECT_EQ(rows(p1), (std::vector<Row>{{1, 0, 3, S, K}, {2, 0, 5, C, K}}));
   const StepPlan p2 = s.schedule();  // step 1 in flight
   EXPECT_EQ(rows(p2), (std::vector<Row>{{1, 3, 1, S, P}, {2, 5, 1, S, K}}));
-  EXPECT_FALSE(p2.stalled);
+  EXPECT_TRUE(p2.preempted.empty());
   s.check_invariants();
   EXPECT_TRUE(s.update(p1, std::vector<SampledToken>{{1, 7, false}}).empty());
   EXPECT_EQ(s.find(1)->tokens.back(), 7);  // the pending input of step 2, now known
@@ -110,27 +110,39 @@ TEST(SchedulerLookaheadTest, AStopAtTheRunningStepWastesOneRow) {
   s.check_invariants();
 }
 
-// No preemption while a step runs: the lookahead stops at the request that cannot get a block
-// and says so; the normal schedule() after the update preempts.
-TEST(SchedulerLookaheadTest, NoBlocksStallsThenTheNormalPlanPreempts) {
+// A lookahead preempts as a normal plan does, also a request the running plan computes: that
+// work is dropped (planned_in() turns false, update() skips it and its token), and after it
+// resumes it recomputes its tokens and samples that token again.
+TEST(SchedulerLookaheadTest, PreemptingARequestInFlightDropsWhatItsStepComputes) {
   Scheduler s = make(4, 3, 16, 12);
   add(s, 1, 4, 8);
   add(s, 2, 4, 8);
   const StepPlan p1 = s.schedule();
   EXPECT_EQ(rows(p1), (std::vector<Row>{{1, 0, 4, S, K}, {2, 0, 4, S, K}}));
-  const StepPlan p2 = s.schedule();  // 1 takes the last free block, 2 finds none
+  const StepPlan p2 = s.schedule();  // 1 takes the last free block; 2, last in order, yields
   EXPECT_EQ(rows(p2), (std::vector<Row>{{1, 4, 1, S, P}}));
-  EXPECT_TRUE(p2.stalled);
-  EXPECT_TRUE(p2.preempted.empty());
+  EXPECT_EQ(p2.preempted, (std::vector<RequestId>{2}));
+  EXPECT_TRUE(s.planned_in(1, p1.step));
+  EXPECT_FALSE(s.planned_in(2, p1.step));
   s.check_invariants();
+  // Step 1 comes back with a token for both: 2's is dropped.
   EXPECT_TRUE(s.update(p1, std::vector<SampledToken>{{1, 5, false}, {2, 6, false}}).empty());
+  EXPECT_EQ(s.find(1)->tokens, (std::vector<int32_t>{1, 1, 1, 1, 5}));
+  EXPECT_EQ(s.find(2)->tokens, (std::vector<int32_t>{2, 2, 2, 2}));
+  EXPECT_EQ(s.find(2)->num_computed, 0);
+  s.check_invariants();
   EXPECT_TRUE(s.update(p2, std::vector<SampledToken>{{1, 7, false}}).empty());
   s.check_invariants();
-  const StepPlan p3 = s.schedule();  // nothing in flight: a normal plan, which preempts
-  EXPECT_EQ(rows(p3), (std::vector<Row>{{1, 5, 1, S, K}}));
-  EXPECT_EQ(p3.preempted, (std::vector<RequestId>{2}));
-  EXPECT_FALSE(p3.stalled);
-  EXPECT_EQ(s.find(2)->tokens, (std::vector<int32_t>{2, 2, 2, 2, 6}));  // output kept
+  // Nothing in flight now: 2 comes back (the block it gave up is free) and recomputes its
+  // prompt; the token it samples is the one dropped above.
+  const StepPlan p3 = s.schedule();
+  ASSERT_EQ(rows(p3), (std::vector<Row>{{1, 5, 1, S, K}, {2, 0, 4, S, K}}));
+  EXPECT_TRUE(p3.seqs[1].resumed);
+  EXPECT_TRUE(p3.preempted.empty());
+  EXPECT_EQ(
+      ids(s.update(p3, std::vector<SampledToken>{{1, 9, true}, {2, 6, false}}), EndReason::kStop),
+      (std::vector<RequestId>{1}));
+  EXPECT_EQ(s.find(2)->tokens, (std::vector<int32_t>{2, 2, 2, 2, 6}));
   s.check_invariants();
 }
 

@@ -42,7 +42,7 @@ std::vector<Request> make_reqs(uint32_t seed) {
 
 // Async scheduling against the sync engine under everything at once, over 10 seeds: cancels
 // from another thread and deadlines landing at any step, stop ids, penalties, logprobs, a KV
-// pool tight enough to stall lookaheads and preempt, the priority policy, the host sampler,
+// pool tight enough to preempt (also requests in flight), the priority policy, the host sampler,
 // decode graphs, and a sample op that fails once. Whatever the timing, every stream must be
 // consistent: a request that finished on its own has exactly the sync engine's tokens and
 // reason; one cancelled, timed out or failed has a prefix of them; usage and logprob counts
