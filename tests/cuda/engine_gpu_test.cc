@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -80,6 +81,33 @@ struct GpuAndCpu {
     cpu_model = std::move(cm).value();
   }
 };
+
+// stories260K in f32 on the GPU.
+struct StoriesOnGpu {
+  std::optional<LoadedModel> loaded;
+  std::unique_ptr<Backend> gpu;
+  std::unique_ptr<LlamaModel> model;
+
+  void load() {
+    StatusOr<LoadedModel> l = load_model(kRoot + "/assets/models/stories260K");
+    ASSERT_TRUE(l.ok()) << l.status().to_string();
+    loaded = std::move(l).value();
+    auto g = make_backend("cuda:0/f32", 0);
+    ASSERT_TRUE(g.ok()) << g.status().to_string();
+    gpu = std::move(g).value();
+    auto md = LlamaModel::create(*loaded, gpu.get());
+    ASSERT_TRUE(md.ok()) << md.status().to_string();
+    model = std::move(md).value();
+  }
+};
+
+// A prompt of BOS and up to max_extra - 1 random tokens.
+std::vector<int> random_prompt(std::mt19937& rng, int max_extra) {
+  std::vector<int> p = {1};
+  for (int k = 0, n = static_cast<int>(rng() % max_extra); k < n; ++k)
+    p.push_back(3 + static_cast<int>(rng() % 500));
+  return p;
+}
 
 TEST(EngineGpuTest, StoriesF32ConcurrentMatchesAloneAndTheCpu) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
@@ -149,9 +177,7 @@ TEST(EngineGpuTest, StoriesF32DecodeGraphsMatchEagerSteps) {
   std::vector<Request> reqs;
   for (int i = 0; i < 24; ++i) {
     Request r;
-    r.prompt_ids = {1};
-    for (int k = 0, n = static_cast<int>(rng() % 60); k < n; ++k)
-      r.prompt_ids.push_back(3 + static_cast<int>(rng() % 500));
+    r.prompt_ids = random_prompt(rng, 60);
     r.params.temperature = 0;
     r.params.ignore_eos = true;
     r.params.max_tokens = 10 + static_cast<int>(rng() % 30);
@@ -181,19 +207,13 @@ TEST(EngineGpuTest, StoriesF32DecodeGraphsMatchEagerSteps) {
 // run the same schedule, so their logits are the same bits; only the sampler differs.
 TEST(EngineGpuTest, StoriesF32DeviceSamplingMatchesTheHostSampler) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-  StatusOr<LoadedModel> loaded = load_model(kRoot + "/assets/models/stories260K");
-  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
-  auto gpu = make_backend("cuda:0/f32", 0);
-  ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
-  auto model = LlamaModel::create(*loaded, gpu->get());
-  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  StoriesOnGpu m;
+  ASSERT_NO_FATAL_FAILURE(m.load());
   std::mt19937 rng(21);
   std::vector<Request> reqs;
   for (int i = 0; i < 32; ++i) {
     Request r;
-    r.prompt_ids = {1};
-    for (int k = 0, n = static_cast<int>(rng() % 50); k < n; ++k)
-      r.prompt_ids.push_back(3 + static_cast<int>(rng() % 500));
+    r.prompt_ids = random_prompt(rng, 50);
     SamplingParams& p = r.params;
     p.ignore_eos = true;
     p.max_tokens = 16 + static_cast<int>(rng() % 24);
@@ -213,12 +233,12 @@ TEST(EngineGpuTest, StoriesF32DeviceSamplingMatchesTheHostSampler) {
   EngineConfig config;
   config.num_blocks = 256;
   config.max_num_batched_tokens = 128;
-  auto on_device = Engine::create(model->get(), nullptr, config);
+  auto on_device = Engine::create(m.model.get(), nullptr, config);
   ASSERT_TRUE(on_device.ok()) << on_device.status().to_string();
   const std::vector<Result> got = run_together(**on_device, reqs);
   on_device->reset();  // one engine at a time on the model's workspace
   config.device_sampling = false;
-  auto on_host = Engine::create(model->get(), nullptr, config);
+  auto on_host = Engine::create(m.model.get(), nullptr, config);
   ASSERT_TRUE(on_host.ok()) << on_host.status().to_string();
   const std::vector<Result> want = run_together(**on_host, reqs);
   ASSERT_EQ(got.size(), want.size());
@@ -231,19 +251,13 @@ TEST(EngineGpuTest, StoriesF32DeviceSamplingMatchesTheHostSampler) {
 // those of the engine without it, with decode graphs on for the async one.
 TEST(EngineGpuTest, StoriesF32AsyncSchedulingMatchesSync) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-  StatusOr<LoadedModel> loaded = load_model(kRoot + "/assets/models/stories260K");
-  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
-  auto gpu = make_backend("cuda:0/f32", 0);
-  ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
-  auto model = LlamaModel::create(*loaded, gpu->get());
-  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  StoriesOnGpu m;
+  ASSERT_NO_FATAL_FAILURE(m.load());
   std::mt19937 rng(33);
   std::vector<Request> reqs;
   for (int i = 0; i < 48; ++i) {
     Request r;
-    r.prompt_ids = {1};
-    for (int k = 0, n = static_cast<int>(rng() % 70); k < n; ++k)
-      r.prompt_ids.push_back(3 + static_cast<int>(rng() % 500));
+    r.prompt_ids = random_prompt(rng, 70);
     r.params.temperature = 0;
     r.params.ignore_eos = true;
     r.params.max_tokens = 8 + static_cast<int>(rng() % 40);
@@ -259,7 +273,7 @@ TEST(EngineGpuTest, StoriesF32AsyncSchedulingMatchesSync) {
   for (const bool async : {false, true}) {
     config.async_scheduling = async;
     config.decode_graphs = async;
-    auto engine = Engine::create(model->get(), nullptr, config);
+    auto engine = Engine::create(m.model.get(), nullptr, config);
     ASSERT_TRUE(engine.ok()) << engine.status().to_string();
     runs[async] = run_together(**engine, reqs);
     if (async) {

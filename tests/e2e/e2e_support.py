@@ -263,6 +263,32 @@ def raw_unary(client, method, response_class):
                                       response_deserializer=response_class.FromString)
 
 
+def run_together(fn, keys, timeout=300):
+    """fn(key) for every key at once, one thread each, released together by a barrier.
+    Returns {key: result} and [(key, error code or type, details)]; fails the caller (an
+    AssertionError) when a thread is still running after `timeout` seconds."""
+    results, errors = {}, []
+    barrier = threading.Barrier(len(keys))
+
+    def one(key):
+        try:
+            barrier.wait(timeout=60)
+            results[key] = fn(key)
+        except grpc.RpcError as e:
+            errors.append((key, e.code(), e.details()))
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            errors.append((key, type(e).__name__, str(e)))
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    if any(t.is_alive() for t in threads):
+        raise AssertionError(f"streams still running after {timeout} s")
+    return results, errors
+
+
 __all__ = ["Client", "PagodaServer", "ServerTestCase", "READINESS_SERVICE", "REFERENCE", "ROOT",
            "build_request", "finish_name", "pb", "poll_until", "raw_string_field", "raw_unary",
-           "grpc"]
+           "run_together", "grpc"]

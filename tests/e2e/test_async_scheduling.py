@@ -2,10 +2,9 @@
 sample (seeded, with penalties) and ask for logprobs give what each gives alone on a server
 without async scheduling; the engine is idle afterwards."""
 
-import threading
 import unittest
 
-from e2e_support import PagodaServer, finish_name, grpc
+from e2e_support import PagodaServer, finish_name, run_together
 from test_metrics import MetricsServerTestCase, sample
 
 NAMES = ["Lily", "Ben", "Tom", "Sue", "Max", "Anna", "Tim", "Sara"]
@@ -49,24 +48,8 @@ class AsyncSchedulingTest(MetricsServerTestCase):
         finally:
             sync_server.stop()
 
-        results, errors = [None] * len(reqs), []
-        barrier = threading.Barrier(len(reqs))
-
-        def one(k):
-            try:
-                barrier.wait(timeout=60)
-                results[k] = run_stream(self.client, *reqs[k])
-            except grpc.RpcError as e:
-                errors.append((k, e.code(), e.details()))
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append((k, type(e).__name__, str(e)))
-
-        threads = [threading.Thread(target=one, args=(k,)) for k in range(len(reqs))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
-        self.assertFalse(any(t.is_alive() for t in threads), "streams still running after 300 s")
+        results, errors = run_together(lambda k: run_stream(self.client, *reqs[k]),
+                                       list(range(len(reqs))))
         self.assertEqual(errors, [])
         finishes = set()
         for k, (prompt, params) in enumerate(reqs):

@@ -1,9 +1,8 @@
 """200 concurrent streams: every one finishes, with the text the same request gets alone."""
 
-import threading
 import unittest
 
-from e2e_support import ServerTestCase, finish_name, grpc
+from e2e_support import ServerTestCase, finish_name, run_together
 
 N = 200
 MAX_TOKENS = 12
@@ -33,26 +32,12 @@ class ConcurrencyTest(ServerTestCase):
             r = self.client.complete(p, **params)
             alone[p] = (r.text, list(r.token_ids))
 
-        results, errors = {}, []
-        barrier = threading.Barrier(N)
-
         def one(p):
-            try:
-                barrier.wait(timeout=60)
-                chunks = list(self.client.generate(p, **params))
-                results[p] = ("".join(c.text for c in chunks),
-                              [i for c in chunks for i in c.token_ids], chunks[-1])
-            except grpc.RpcError as e:
-                errors.append((p, e.code(), e.details()))
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append((p, type(e).__name__, str(e)))
+            chunks = list(self.client.generate(p, **params))
+            return ("".join(c.text for c in chunks), [i for c in chunks for i in c.token_ids],
+                    chunks[-1])
 
-        threads = [threading.Thread(target=one, args=(p,)) for p in ps]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
-        self.assertFalse(any(t.is_alive() for t in threads), "streams still running after 300 s")
+        results, errors = run_together(one, ps)
         self.assertEqual(errors, [])
         self.assertEqual(len(results), N)
         for p in ps:

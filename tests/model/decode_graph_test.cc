@@ -13,27 +13,16 @@
 #include "models/llama.h"
 #include "tests/model/recording_backend.h"
 #include "tests/model/request_stream.h"
+#include "tests/model/stories_fixture.h"
 
 namespace pagoda {
 namespace {
 
-const std::string kRoot = PAGODA_SOURCE_DIR;
-
 using testing::decode_rows;
 using testing::RecordingBackend;
 
-class DecodeGraphTest : public ::testing::Test {
+class DecodeGraphTest : public StoriesWeightsTest {
  protected:
-  static void SetUpTestSuite() {
-    auto loaded = load_model(kRoot + "/assets/models/stories260K");
-    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
-    loaded_ = new LoadedModel(std::move(loaded).value());
-  }
-  static void TearDownTestSuite() {
-    delete loaded_;
-    loaded_ = nullptr;
-  }
-
   void SetUp() override {
     eager_backend_ = make_backend("cpu", 2).value();
     graph_backend_ = std::make_unique<RecordingBackend>(make_backend("cpu", 2).value());
@@ -41,7 +30,6 @@ class DecodeGraphTest : public ::testing::Test {
     graphed_ = LlamaModel::create(*loaded_, graph_backend_.get()).value();
   }
 
-  static inline LoadedModel* loaded_ = nullptr;
   std::unique_ptr<Backend> eager_backend_;
   std::unique_ptr<Backend> graph_backend_;
   std::unique_ptr<LlamaModel> eager_, graphed_;

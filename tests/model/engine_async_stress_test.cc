@@ -12,12 +12,12 @@
 #include "models/llama.h"
 #include "tests/model/recording_backend.h"
 #include "tests/model/request_stream.h"
+#include "tests/model/stories_fixture.h"
 
 namespace pagoda {
 namespace {
 
 using testing::RecordingBackend;
-const std::string kRoot = PAGODA_SOURCE_DIR;
 
 std::vector<Request> make_reqs(uint32_t seed) {
   std::mt19937 rng(seed);
@@ -47,8 +47,10 @@ std::vector<Request> make_reqs(uint32_t seed) {
 // consistent: a request that finished on its own has exactly the sync engine's tokens and
 // reason; one cancelled, timed out or failed has a prefix of them; usage and logprob counts
 // match the ids; nothing is left running and the model ends idle.
-TEST(EngineAsyncStressTest, MatchesTheSyncEngineUnderCancelsDeadlinesAndFailures) {
-  auto loaded = load_model(kRoot + "/assets/models/stories260K").value();
+class EngineAsyncStressTest : public StoriesWeightsTest {};
+
+TEST_F(EngineAsyncStressTest, MatchesTheSyncEngineUnderCancelsDeadlinesAndFailures) {
+  const LoadedModel& loaded = *loaded_;
   int errors = 0;
   for (uint32_t seed = 1; seed <= 10; ++seed) {
     const auto reqs = make_reqs(seed);

@@ -1,8 +1,9 @@
 // Async scheduling (EngineConfig::async_scheduling) with the real stories260K model: planning
 // step N+1 while step N runs, and delivering N after N+1 is launched, changes no token, text,
-// logprob or finish reason. Requests still equal each alone, under chunked prefill, forced
-// preemption (also of requests whose step is in flight), the host sampler, stop strings, stop
-// token ids, EOS and cancellation.
+// logprob or finish reason: async equal to sync with stop strings, stop token ids, EOS,
+// logprobs and the host sampler; shutdown with a step in flight. (engine_test.cc runs its
+// concurrent-requests-equal-alone cases, chunked prefill and forced preemption, and its
+// cancellation case both ways.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -99,27 +100,6 @@ class EngineAsyncTest : public EngineTest {
   }
 };
 
-TEST_F(EngineAsyncTest, ConcurrentRequestsMatchAlone) {
-  EngineConfig config;
-  config.num_blocks = 512;
-  config.max_num_batched_tokens = 96;  // chunked prefill mixed with decodes
-  config.async_scheduling = true;
-  int64_t preemptions = 0, cached = 0;
-  expect_same_as_alone(config, &preemptions, &cached);
-  EXPECT_GT(cached, 0);
-}
-
-TEST_F(EngineAsyncTest, ForcedPreemptionDuringLookaheadsStillMatchesAlone) {
-  EngineConfig config;
-  config.max_model_len = 256;
-  config.num_blocks = 16;  // 256 tokens of KV for 64 requests
-  config.max_num_batched_tokens = 64;
-  config.async_scheduling = true;
-  int64_t preemptions = 0, cached = 0;
-  expect_same_as_alone(config, &preemptions, &cached);
-  EXPECT_GT(preemptions, 0);
-}
-
 TEST_F(EngineAsyncTest, StopsAndLogprobsAreTheSameAsWithout) {
   EngineConfig config;
   config.num_blocks = 512;
@@ -143,32 +123,6 @@ TEST_F(EngineAsyncTest, HostSamplerUnderPreemptionIsTheSameAsWithout) {
   expect_stops(reqs, expect_async_same_as_sync(config, reqs, &st));
   EXPECT_GT(st.lookahead_steps, 20);
   EXPECT_GT(st.preemptions, 0);
-}
-
-TEST_F(EngineAsyncTest, CancelMidDecodeFreesEverything) {
-  EngineConfig config;
-  config.async_scheduling = true;
-  auto engine = Engine::create(model_, tokenizer_, config);
-  ASSERT_TRUE(engine.ok());
-  Request r;
-  r.prompt_ids = {1, 403};
-  r.params.temperature = 0;
-  r.params.ignore_eos = true;
-  r.params.max_tokens = 500;
-  auto h = (*engine)->submit(r);
-  ASSERT_TRUE(h.ok());
-  ASSERT_TRUE(h->outputs->next(std::chrono::seconds(60)).has_value());
-  ASSERT_TRUE((*engine)->cancel(h->id).ok());
-  const Collected rest = collect(*h->outputs);
-  EXPECT_EQ(rest.last.finish_reason, FinishReason::kCancelled);
-  EXPECT_LT(rest.last.usage.completion_tokens, 500);
-  Request probe = r;
-  probe.params.max_tokens = 3;
-  auto p = (*engine)->submit(probe);
-  ASSERT_TRUE(p.ok());
-  EXPECT_EQ(collect(*p->outputs).ids.size(), 3u);
-  EXPECT_EQ((*engine)->stats().running, 0);
-  EXPECT_EQ((*engine)->stats().kv_usage, 0.0);
 }
 
 // Shutting down with a step in flight waits for it and ends what is left as cancelled.

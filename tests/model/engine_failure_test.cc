@@ -15,13 +15,12 @@
 #include "models/llama.h"
 #include "tests/model/recording_backend.h"
 #include "tests/model/request_stream.h"
+#include "tests/model/stories_fixture.h"
 
 namespace pagoda {
 namespace {
 
 using testing::RecordingBackend;
-
-const std::string kRoot = PAGODA_SOURCE_DIR;
 
 std::vector<Request> requests() {
   std::mt19937 rng(17);
@@ -71,19 +70,8 @@ Outcome serve(LlamaModel* model, bool async, const std::vector<Request>& reqs) {
   return o;
 }
 
-class EngineFailureTest : public ::testing::TestWithParam<bool> {
- protected:
-  static void SetUpTestSuite() {
-    auto loaded = load_model(kRoot + "/assets/models/stories260K");
-    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
-    loaded_ = new LoadedModel(std::move(loaded).value());
-  }
-  static void TearDownTestSuite() {
-    delete loaded_;
-    loaded_ = nullptr;
-  }
-  static inline LoadedModel* loaded_ = nullptr;
-};
+// Param: async scheduling.
+class EngineFailureTest : public StoriesWeightsTest, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(EngineFailureTest, AFailedStepEndsItsRequestsWithTheErrorAndServingGoesOn) {
   const bool async = GetParam();
@@ -125,7 +113,9 @@ TEST_P(EngineFailureTest, AFailedStepEndsItsRequestsWithTheErrorAndServingGoesOn
   EXPECT_EQ(got.stats.running, 0);
   EXPECT_EQ(got.stats.waiting, 0);
   EXPECT_FALSE(model->step_in_flight());
-  if (async) EXPECT_GT(got.stats.lookahead_steps, 5);
+  if (async) {
+    EXPECT_GT(got.stats.lookahead_steps, 5);
+  }
 }
 
 // One request through an engine whose backend fails the fail_call-th sample op.

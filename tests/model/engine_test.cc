@@ -19,23 +19,32 @@ namespace {
 
 const std::string kRoot = PAGODA_SOURCE_DIR;
 
+// Each with and without async scheduling (engine_async_test.cc has the rest of its tests).
 TEST_F(EngineTest, ConcurrentRequestsMatchAloneWithPrefixCaching) {
-  EngineConfig config;
-  config.num_blocks = 512;
-  config.max_num_batched_tokens = 96;  // forces chunked prefill mixed with decodes
-  int64_t preemptions = 0, cached = 0;
-  expect_same_as_alone(config, &preemptions, &cached);
-  EXPECT_GT(cached, 0) << "requests sharing the story prefix should hit the prefix cache";
+  for (const bool async : {false, true}) {
+    SCOPED_TRACE(async ? "async scheduling" : "sync");
+    EngineConfig config;
+    config.num_blocks = 512;
+    config.max_num_batched_tokens = 96;  // forces chunked prefill mixed with decodes
+    config.async_scheduling = async;
+    int64_t preemptions = 0, cached = 0;
+    expect_same_as_alone(config, &preemptions, &cached);
+    EXPECT_GT(cached, 0) << "requests sharing the story prefix should hit the prefix cache";
+  }
 }
 
 TEST_F(EngineTest, ConcurrentRequestsMatchAloneUnderForcedPreemption) {
-  EngineConfig config;
-  config.max_model_len = 256;
-  config.num_blocks = 16;  // 256 tokens of KV for 64 requests: preemption is certain
-  config.max_num_batched_tokens = 64;
-  int64_t preemptions = 0, cached = 0;
-  expect_same_as_alone(config, &preemptions, &cached);
-  EXPECT_GT(preemptions, 0);
+  for (const bool async : {false, true}) {
+    SCOPED_TRACE(async ? "async scheduling (preempting requests in flight)" : "sync");
+    EngineConfig config;
+    config.max_model_len = 256;
+    config.num_blocks = 16;  // 256 tokens of KV for 64 requests: preemption is certain
+    config.max_num_batched_tokens = 64;
+    config.async_scheduling = async;
+    int64_t preemptions = 0, cached = 0;
+    expect_same_as_alone(config, &preemptions, &cached);
+    EXPECT_GT(preemptions, 0);
+  }
 }
 
 TEST_F(EngineTest, ConcurrentRequestsMatchAloneWithoutPrefixCaching) {
@@ -96,29 +105,35 @@ TEST_F(EngineTest, StopStringIsNotEmittedAndEndsTheRequest) {
 }
 
 TEST_F(EngineTest, CancelMidDecodeFreesEverything) {
-  auto engine = Engine::create(model_, tokenizer_, EngineConfig{});
-  ASSERT_TRUE(engine.ok());
-  Request r;
-  r.prompt_ids = {1, 403};
-  r.params.temperature = 0;
-  r.params.ignore_eos = true;
-  r.params.max_tokens = 500;
-  auto h = (*engine)->submit(r);
-  ASSERT_TRUE(h.ok());
-  auto first = h->outputs->next(std::chrono::seconds(60));
-  ASSERT_TRUE(first.has_value());
-  ASSERT_TRUE((*engine)->cancel(h->id).ok());
-  const Collected rest = collect(*h->outputs);
-  EXPECT_EQ(rest.last.finish_reason, FinishReason::kCancelled);
-  EXPECT_LT(rest.last.usage.completion_tokens, 500);
-  EXPECT_EQ((*engine)->cancel(h->id).code(), StatusCode::kNotFound);
-  // The engine publishes its state after each step; give it a step to run.
-  Request probe = r;
-  probe.params.max_tokens = 1;
-  auto p = (*engine)->submit(probe);
-  ASSERT_TRUE(p.ok());
-  collect(*p->outputs);
-  EXPECT_EQ((*engine)->stats().running, 0);
+  for (const bool async : {false, true}) {
+    SCOPED_TRACE(async ? "async scheduling" : "sync");
+    EngineConfig config;
+    config.async_scheduling = async;
+    auto engine = Engine::create(model_, tokenizer_, config);
+    ASSERT_TRUE(engine.ok());
+    Request r;
+    r.prompt_ids = {1, 403};
+    r.params.temperature = 0;
+    r.params.ignore_eos = true;
+    r.params.max_tokens = 500;
+    auto h = (*engine)->submit(r);
+    ASSERT_TRUE(h.ok());
+    auto first = h->outputs->next(std::chrono::seconds(60));
+    ASSERT_TRUE(first.has_value());
+    ASSERT_TRUE((*engine)->cancel(h->id).ok());
+    const Collected rest = collect(*h->outputs);
+    EXPECT_EQ(rest.last.finish_reason, FinishReason::kCancelled);
+    EXPECT_LT(rest.last.usage.completion_tokens, 500);
+    EXPECT_EQ((*engine)->cancel(h->id).code(), StatusCode::kNotFound);
+    // The engine publishes its state after each step; give it a few steps to run.
+    Request probe = r;
+    probe.params.max_tokens = 3;
+    auto p = (*engine)->submit(probe);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(collect(*p->outputs).ids.size(), 3u);
+    EXPECT_EQ((*engine)->stats().running, 0);
+    EXPECT_EQ((*engine)->stats().kv_usage, 0.0);
+  }
 }
 
 TEST_F(EngineTest, DeadlineEndsWithTimeLimit) {

@@ -11,6 +11,7 @@
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
 #include "tests/model/recording_backend.h"
+#include "tests/model/stories_fixture.h"
 
 namespace pagoda {
 namespace {
@@ -58,18 +59,8 @@ void add_sampling(ForwardBatch& b, bool penalties, int salt) {
   }
 }
 
-class StepLaunchTest : public ::testing::Test {
+class StepLaunchTest : public StoriesWeightsTest {
  protected:
-  static void SetUpTestSuite() {
-    auto loaded = load_model(std::string(PAGODA_SOURCE_DIR) + "/assets/models/stories260K");
-    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
-    loaded_ = new LoadedModel(std::move(loaded).value());
-  }
-  static void TearDownTestSuite() {
-    delete loaded_;
-    loaded_ = nullptr;
-  }
-
   // A reference model (forward() on the CPU backend) and the model under test (launch/collect
   // on RecordingBackend, with decode graphs when `graphs`), each with a cache of its own.
   void make_models(bool graphs) {
@@ -96,7 +87,6 @@ class StepLaunchTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.to_string();
   }
 
-  static inline LoadedModel* loaded_ = nullptr;
   std::unique_ptr<Backend> ref_backend_;
   std::unique_ptr<RecordingBackend> rec_;
   // Declared after their backends: destroyed first.
