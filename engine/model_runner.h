@@ -56,7 +56,6 @@ class ModelRunner {
   Status launch(const RowSampling* sampling, std::span<const int32_t> pending_tokens, Sampled* out);
   // Waits for the launched step and sets out->ids.
   Status collect(Sampled* out);
-  bool step_in_flight() const { return model_->step_in_flight(); }
 
  private:
   ModelRunner(LlamaModel* model, KvCache cache, int block_size)
