@@ -424,14 +424,7 @@ Status attention(ThreadPool& pool, const AttentionArgs& a) {
                      a.k_cache.describe());
   }
   PAGODA_RETURN_IF_ERROR(check_dim(kOp, "k_cache", a.k_cache, 3, D, "head_dim (q dim 2)"));
-  for (int i = 0; i < 4; ++i) {
-    PAGODA_RETURN_IF_ERROR(
-        check_dim(kOp, "v_cache", a.v_cache, i, a.k_cache.shape[i], "the k_cache dim"));
-  }
-  if (a.v_cache.dtype != a.k_cache.dtype) {
-    return arg_error(kOp, "v_cache", "must have the dtype of k_cache, got ", a.v_cache.describe(),
-                     " vs ", a.k_cache.describe());
-  }
+  PAGODA_RETURN_IF_ERROR(check_v_cache_like_k(kOp, a.k_cache, a.v_cache));
   PAGODA_RETURN_IF_ERROR(
       check_dim(kOp, "block_tables", a.block_tables, 0, B, "B (seq_lens dim 0)"));
   PAGODA_RETURN_IF_ERROR(check_dim(kOp, "query_start", a.query_start, 0, B + 1, "B + 1"));

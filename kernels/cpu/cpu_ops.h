@@ -75,6 +75,20 @@ inline Status check_dim(const char* op, const char* arg, const TensorView& t, in
   return OkStatus();
 }
 
+// v_cache has k_cache's shape and dtype (the paged caches of one layer).
+inline Status check_v_cache_like_k(const char* op, const TensorView& k_cache,
+                                   const TensorView& v_cache) {
+  for (int i = 0; i < 4; ++i) {
+    PAGODA_RETURN_IF_ERROR(
+        check_dim(op, "v_cache", v_cache, i, k_cache.shape[i], "the k_cache dim"));
+  }
+  if (v_cache.dtype != k_cache.dtype) {
+    return arg_error(op, "v_cache", "must have the dtype of k_cache, got ", v_cache.describe(),
+                     " vs ", k_cache.describe());
+  }
+  return OkStatus();
+}
+
 // The byte ranges of a and b do not overlap (they may not alias at all).
 inline Status check_no_overlap(const char* op, const char* arg_a, const TensorView& a,
                                const char* arg_b, const TensorView& b) {

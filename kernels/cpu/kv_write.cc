@@ -55,14 +55,7 @@ Status kv_write(ThreadPool& pool, const KvWriteArgs& a) {
   PAGODA_RETURN_IF_ERROR(check_dim(kOp, "slot_mapping", a.slot_mapping, 0, num_tokens, "T"));
   PAGODA_RETURN_IF_ERROR(check_dim(kOp, "k_cache", a.k_cache, 2, n_kv_heads, "n_kv_heads"));
   PAGODA_RETURN_IF_ERROR(check_dim(kOp, "k_cache", a.k_cache, 3, head_dim, "head_dim"));
-  for (int i = 0; i < 4; ++i) {
-    PAGODA_RETURN_IF_ERROR(
-        check_dim(kOp, "v_cache", a.v_cache, i, a.k_cache.shape[i], "the k_cache dim"));
-  }
-  if (a.v_cache.dtype != a.k_cache.dtype) {
-    return arg_error(kOp, "v_cache", "must have the dtype of k_cache, got ", a.v_cache.describe(),
-                     " vs ", a.k_cache.describe());
-  }
+  PAGODA_RETURN_IF_ERROR(check_v_cache_like_k(kOp, a.k_cache, a.v_cache));
   PAGODA_RETURN_IF_ERROR(check_no_overlap(kOp, "k_cache", a.k_cache, "v_cache", a.v_cache));
   const int64_t num_slots = a.k_cache.shape[0] * a.k_cache.shape[1];
   const int32_t* slots = a.slot_mapping.as<const int32_t>();

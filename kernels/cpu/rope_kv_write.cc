@@ -125,14 +125,7 @@ Status rope_kv_write(ThreadPool& pool, const RopeKvWriteArgs& a) {
   PAGODA_RETURN_IF_ERROR(check_dim(kOp, "positions", a.positions, 0, T, "T (q_out dim 0)"));
   PAGODA_RETURN_IF_ERROR(check_dim(kOp, "inv_freq", a.inv_freq, 0, d / 2, "head_dim / 2"));
   PAGODA_RETURN_IF_ERROR(check_dim(kOp, "slot_mapping", a.slot_mapping, 0, T, "T (q_out dim 0)"));
-  for (int i = 0; i < 4; ++i) {
-    PAGODA_RETURN_IF_ERROR(
-        check_dim(kOp, "v_cache", a.v_cache, i, a.k_cache.shape[i], "the k_cache dim"));
-  }
-  if (a.v_cache.dtype != a.k_cache.dtype) {
-    return arg_error(kOp, "v_cache", "must have the dtype of k_cache, got ", a.v_cache.describe(),
-                     " vs ", a.k_cache.describe());
-  }
+  PAGODA_RETURN_IF_ERROR(check_v_cache_like_k(kOp, a.k_cache, a.v_cache));
   PAGODA_RETURN_IF_ERROR(check_no_overlap(kOp, "q_out", a.q_out, "qkv", a.qkv));
   PAGODA_RETURN_IF_ERROR(check_no_overlap(kOp, "k_cache", a.k_cache, "v_cache", a.v_cache));
   for (const auto& [name, cache] : {std::pair{"k_cache", &a.k_cache}, {"v_cache", &a.v_cache}}) {
