@@ -129,7 +129,7 @@ constexpr const char* kUsage =
     "                          [--max-num-seqs 256] [--max-batched-tokens 2048] [--kv-cache-mb "
     "512]\n"
     "                          [--temperature 0] [--top-p 1] [--repetition-penalty 1]\n"
-    "                          [--device-sampling true]\n"
+    "                          [--logprobs 0] [--device-sampling true]\n"
     "                          [--async-scheduling false] [--compare-async false]\n"
     "                          [--sim-step-ms 0] [--sim-token-us 0]\n"
     "                          (--sim-step-ms X: a simulated device over the CPU backend, X ms\n"

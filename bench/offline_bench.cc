@@ -2,7 +2,9 @@
 // a synthetic model; prints output tokens/s and, measured in the same run, the single-request
 // decode rate, so the gain from batching shows as a ratio. Greedy by default; --temperature T
 // (with --top-p) samples, seeded, on the backend or, with --device-sampling false, on the host;
-// --async-scheduling true plans each step while the one before runs (EngineConfig).
+// --async-scheduling true plans each step while the one before runs (EngineConfig);
+// --logprobs K asks for K top logprobs per token (on the backend, or with --device-sampling
+// false from logits copied back to the host).
 //
 // --sim-step-ms X [--sim-token-us Y] runs the model on a simulated device over the CPU backend
 // (bench/simulated_device.h): ops cost no host time, each step keeps the "device" busy for
@@ -53,6 +55,7 @@ struct Sampling {
   float temperature = 0.0f;
   float top_p = 1.0f;
   float repetition_penalty = 1.0f;  // 1: off
+  int logprobs = 0;                 // top logprobs per token (0: none)
 };
 
 // sim: the model's backend when it is the simulated device (its counters cover this run), else
@@ -72,6 +75,7 @@ StatusOr<RunResult> run_requests(LlamaModel* model, SimulatedDevice* sim,
     r.params.temperature = sampling.temperature;
     r.params.top_p = sampling.top_p;
     r.params.repetition_penalty = sampling.repetition_penalty;
+    r.params.logprobs = sampling.logprobs;
     if (sampling.temperature > 0) r.params.seed = 1000 + i;
     r.params.ignore_eos = true;
     r.params.max_tokens = output_len;
@@ -160,7 +164,7 @@ void print_table(const std::string& shape, DType dtype, const std::string& backe
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& row : rows) {
     const RunResult& b = row.batch;
-    char how[112];
+    char how[160];
     if (sampling.temperature > 0) {
       std::snprintf(how, sizeof(how), "T %.2f, top-p %.2f, %s%s", sampling.temperature,
                     sampling.top_p, device_sampling ? "on the backend" : "on the host",
@@ -172,6 +176,11 @@ void print_table(const std::string& shape, DType dtype, const std::string& backe
       const size_t used = std::strlen(how);
       std::snprintf(how + used, sizeof(how) - used, ", rep. penalty %.2f",
                     sampling.repetition_penalty);
+    }
+    if (sampling.logprobs > 0) {
+      const size_t used = std::strlen(how);
+      std::snprintf(how + used, sizeof(how) - used, ", %d logprobs on the %s", sampling.logprobs,
+                    device_sampling ? "backend" : "host");
     }
     const double batch_tps = b.output_tokens / b.seconds;
     char single[64] = "-", gain[32] = "-", idle[32] = "-";
@@ -197,10 +206,11 @@ void print_table(const std::string& shape, DType dtype, const std::string& backe
 Status run_offline_bench(const std::vector<std::string>& args) {
   PAGODA_ASSIGN_OR_RETURN(
       Flags flags,
-      Flags::parse(args, {"shape", "dtype", "threads", "num-requests", "input-len", "output-len",
-                          "max-num-seqs", "max-batched-tokens", "kv-cache-mb", "device",
-                          "temperature", "top-p", "repetition-penalty", "device-sampling",
-                          "async-scheduling", "sim-step-ms", "sim-token-us", "compare-async"}));
+      Flags::parse(
+          args, {"shape", "dtype", "threads", "num-requests", "input-len", "output-len",
+                 "max-num-seqs", "max-batched-tokens", "kv-cache-mb", "device", "temperature",
+                 "top-p", "repetition-penalty", "logprobs", "device-sampling", "async-scheduling",
+                 "sim-step-ms", "sim-token-us", "compare-async"}));
   PAGODA_ASSIGN_OR_RETURN(int64_t n, flags.get_int("num-requests", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t in_len, flags.get_int("input-len", 64, 1, 1 << 20));
   PAGODA_ASSIGN_OR_RETURN(int64_t out_len, flags.get_int("output-len", 64, 1, 1 << 20));
@@ -214,6 +224,9 @@ Status run_offline_bench(const std::vector<std::string>& args) {
   sampling.top_p = static_cast<float>(top_p);
   PAGODA_ASSIGN_OR_RETURN(double rep, flags.get_double("repetition-penalty", 1.0, 1e-3, 100.0));
   sampling.repetition_penalty = static_cast<float>(rep);
+  PAGODA_ASSIGN_OR_RETURN(int64_t logprobs,
+                          flags.get_int("logprobs", 0, 0, SamplingParams::kMaxLogprobs));
+  sampling.logprobs = static_cast<int>(logprobs);
   PAGODA_ASSIGN_OR_RETURN(const bool device_sampling,
                           bool_flag(flags, "device-sampling", /*fallback=*/true));
   PAGODA_ASSIGN_OR_RETURN(const bool async_scheduling,

@@ -82,6 +82,8 @@ class SimulatedDevice final : public Backend {
   Status gather_rows(const GatherRowsArgs&) override { return OkStatus(); }
   Status argmax(const ArgmaxArgs&) override { return OkStatus(); }
   Status sample(const SampleArgs&) override { return OkStatus(); }
+  Status logprobs(const LogprobsArgs&) override { return OkStatus(); }
+  Status copy_on_device_async(void*, const void*, size_t) override { return OkStatus(); }
 
  private:
   void wait_for_device();  // sleeps until busy_until_

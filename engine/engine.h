@@ -47,7 +47,8 @@ struct EngineConfig {
   // default until a GPU run has checked it (scripts/device-check.sh compares both).
   bool decode_graphs = false;
   // Sampling on the backend (the sample op: the sampler's rule, where the logits are) for every
-  // row that does not ask for logprobs, so that a step copies back one id per row. Off: only
+  // row, and the logprobs of rows that ask for them (the logprobs op), so that a step copies
+  // back one id per row (and 1 + 2k numbers per row with k logprobs). Off: only
   // greedy rows without penalties take the backend's argmax; the others copy their logits to
   // the host sampler. The tokens are the same either way (up to the rounding of double sums
   // that kernels/ops.h SampleArgs describes).
@@ -111,6 +112,7 @@ class Engine {
     StepPlan plan;
     EngineClock::time_point planned_at;
     std::vector<uint8_t> wants_logits;  // per plan.seqs entry
+    std::vector<uint8_t> top_logprobs;  // per plan.seqs entry: logprobs from the backend
     ModelRunner::Sampled sampled;
     // Per plan.seqs entry, set by collect_step(): the sampled token (-1: none, or the request
     // ended before its row came back) and its logprobs when asked for.

@@ -24,6 +24,9 @@
 
 namespace pagoda {
 
+// A request's logprobs fit in one row of the logprobs op.
+static_assert(SamplingParams::kMaxLogprobs <= kMaxTopLogprobs);
+
 void Engine::step() {
   drain_inbox();
   StepSlot* const running = in_flight_;
@@ -70,10 +73,11 @@ bool Engine::plan_step(StepSlot* slot) {
   }
   if (plan.empty()) return false;
   // Rows are sampled where the logits are and copy back one id (device sampling: every row,
-  // and rows that ask for logprobs also copy back their logits for the host's logprobs;
-  // otherwise greedy rows without penalties, by argmax, and the rest copy back their logits
-  // for the host sampler).
+  // and rows that ask for logprobs get them there too, copying back 1 + 2k numbers; otherwise
+  // greedy rows without penalties, by argmax, and the rest copy back their logits for the host
+  // sampler and the host's logprobs).
   slot->wants_logits.assign(plan.seqs.size(), 0);
+  slot->top_logprobs.assign(plan.seqs.size(), 0);
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const ScheduledSeq& s = plan.seqs[i];
     Live& l = live(s.id, "plan");
@@ -84,9 +88,13 @@ bool Engine::plan_step(StepSlot* slot) {
     }
     if (!s.sample) continue;
     const SamplingParams& p = l.request.params;
-    slot->wants_logits[i] = config_.device_sampling ? p.logprobs > 0 : !greedy_on_backend(p);
+    if (config_.device_sampling) {
+      slot->top_logprobs[i] = static_cast<uint8_t>(p.logprobs);  // <= kMaxLogprobs
+    } else {
+      slot->wants_logits[i] = !greedy_on_backend(p);
+    }
   }
-  runner_->prepare(plan, slot->wants_logits);
+  runner_->prepare(plan, slot->wants_logits, slot->top_logprobs);
   return true;
 }
 
@@ -274,6 +282,21 @@ void Engine::host_row_work(StepSlot* slot, bool sample) {
     if (!sample && slot->row_tokens[i] < 0) continue;
     const int row = sampled.row_of_seq[i];
     if (sample && (on_backend || !slot->wants_logits[i])) slot->row_tokens[i] = sampled.ids[row];
+    if (!sample && slot->top_logprobs[i] > 0) {  // computed by the backend
+      const StepLogprobs& lp = sampled.logprobs;
+      const int j = row - sampled.logit_rows;
+      PAGODA_CHECK_GE(j, 0);
+      PAGODA_CHECK_LT(j, lp.rows);
+      TokenLogprobs& out = slot->row_logprobs[i];
+      out.token_id = slot->row_tokens[i];
+      out.logprob = lp.token_logprobs[j];
+      out.top.clear();
+      const int n = std::min<int>(slot->top_logprobs[i], lp.top);
+      for (int k = 0; k < n; ++k)
+        out.top.emplace_back(lp.top_ids[j * lp.top + k], lp.top_logprobs[j * lp.top + k]);
+      sort_top_logprobs(out.top);
+      continue;
+    }
     if (!slot->wants_logits[i]) continue;  // then it has no logits here, nor asks logprobs
     if (sample ? on_backend : l->request.params.logprobs == 0 || slot->row_tokens[i] < 0) continue;
     host_rows_.push_back({i, sampled.logits.data() + static_cast<size_t>(row) * vocab,

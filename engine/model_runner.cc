@@ -15,15 +15,18 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::create(LlamaModel* model, in
 }
 
 Status ModelRunner::execute(const StepPlan& plan, std::span<const uint8_t> wants_logits,
-                            const RowSampling* sampling, Sampled* out) {
-  prepare(plan, wants_logits);
+                            const RowSampling* sampling, Sampled* out,
+                            std::span<const uint8_t> top_logprobs) {
+  prepare(plan, wants_logits, top_logprobs);
   PAGODA_CHECK(pending_.empty());  // input_pending rows need launch() with their tokens
   PAGODA_RETURN_IF_ERROR(launch(sampling, {}, out));
   return collect(out);
 }
 
-void ModelRunner::prepare(const StepPlan& plan, std::span<const uint8_t> wants_logits) {
+void ModelRunner::prepare(const StepPlan& plan, std::span<const uint8_t> wants_logits,
+                          std::span<const uint8_t> top_logprobs) {
   PAGODA_CHECK(wants_logits.empty() || wants_logits.size() == plan.seqs.size());
+  PAGODA_CHECK(top_logprobs.empty() || top_logprobs.size() == plan.seqs.size());
   ForwardBatch& b = batch_;
   b.token_ids.clear();
   b.positions.clear();
@@ -54,21 +57,27 @@ void ModelRunner::prepare(const StepPlan& plan, std::span<const uint8_t> wants_l
     b.seq_lens.push_back(s.start + s.num_tokens);
     b.query_start.push_back(static_cast<int32_t>(b.token_ids.size()));
   }
-  // Sampled rows that want logits first, so that they are one contiguous copy; then the others,
-  // which need only their token.
+  // Sampled rows that want logits first, so that they are one contiguous copy; then those that
+  // want logprobs from the backend (also contiguous); then the others, which need only their
+  // token.
   row_of_seq_.assign(plan.seqs.size(), -1);
   sample_order_.clear();
   any_argmax_row_ = false;
-  for (int pass = 0; pass < 2; ++pass) {
+  b.num_top_logprobs = 0;
+  for (int pass = 0; pass < 3; ++pass) {
     if (pass == 1) b.num_logit_rows = static_cast<int>(b.sample_rows.size());
+    if (pass == 2) b.num_logprob_rows = static_cast<int>(b.sample_rows.size()) - b.num_logit_rows;
     for (size_t r = 0; r < plan.seqs.size(); ++r) {
       if (!plan.seqs[r].sample) continue;
       const bool wants = wants_logits.empty() || wants_logits[r] != 0;
-      if (wants != (pass == 0)) continue;
+      const int top = top_logprobs.empty() ? 0 : top_logprobs[r];
+      if ((wants ? 0 : top > 0 ? 1 : 2) != pass) continue;
       row_of_seq_[r] = static_cast<int>(b.sample_rows.size());
       sample_order_.push_back(static_cast<int>(r));
       b.sample_rows.push_back(b.query_start[r + 1] - 1);  // the sequence's last token
       any_argmax_row_ |= !wants;
+      if (pass == 1)
+        b.num_top_logprobs = std::max(b.num_top_logprobs, std::min(top, kMaxTopLogprobs));
     }
   }
 }
@@ -97,6 +106,7 @@ Status ModelRunner::launch(const RowSampling* sampling, std::span<const int32_t>
   }
   if (b.sample_params.empty()) b.penalty_start.clear();
   out->row_of_seq.assign(row_of_seq_.begin(), row_of_seq_.end());
+  out->logit_rows = b.num_logit_rows;
   out->logits.clear();
   out->ids.clear();
   const bool ids = !sample_order_.empty() && (sampling != nullptr || any_argmax_row_);
@@ -104,7 +114,7 @@ Status ModelRunner::launch(const RowSampling* sampling, std::span<const int32_t>
 }
 
 Status ModelRunner::collect(Sampled* out) {
-  return model_->collect(&out->logits, &out->ids);
+  return model_->collect(&out->logits, &out->ids, &out->logprobs);
 }
 
 }  // namespace pagoda

@@ -27,6 +27,9 @@ class ModelRunner {
     // Per plan.seqs entry: its sampled row (index into ids; < L into logits when it
     // wants logits), or -1 when it samples nothing this step.
     std::vector<int> row_of_seq;
+    // Of the rows that want logprobs from the backend: row L + j is logprobs' row j.
+    StepLogprobs logprobs;
+    int logit_rows = 0;  // L
   };
 
   // How the backend samples every sampled row, per plan.seqs entry (entries of rows that sample
@@ -42,14 +45,19 @@ class ModelRunner {
   // sampler). With `sampling` every sampled row also gets its token from the sample op (after
   // its logits were copied back); without, rows that do not want logits get their argmax (the
   // greedy choice). The plan must have no input_pending rows.
+  // top_logprobs (per plan.seqs entry; empty: none) > 0 asks the backend for the logprobs of
+  // that sequence's sampled token and of its top_logprobs most likely tokens (the logprobs op;
+  // rows that want logits get theirs on the host instead).
   Status execute(const StepPlan& plan, std::span<const uint8_t> wants_logits,
-                 const RowSampling* sampling, Sampled* out);
+                 const RowSampling* sampling, Sampled* out,
+                 std::span<const uint8_t> top_logprobs = {});
 
   // The same in three parts, so that a caller can plan and prepare step N+1 while step N runs
   // and deliver step N's tokens while step N+1 runs (async scheduling; engine.h).
   // prepare() builds the flat batch, reading the plan's views now (the scheduler may update()
   // before launch()); a row with input_pending gets its token at launch().
-  void prepare(const StepPlan& plan, std::span<const uint8_t> wants_logits);
+  void prepare(const StepPlan& plan, std::span<const uint8_t> wants_logits,
+               std::span<const uint8_t> top_logprobs = {});
   // Queues the prepared step and returns without waiting for the device. pending_tokens[i] is
   // the input token of plan.seqs[i] when it has input_pending (empty when none has). Sets
   // out->row_of_seq; the logits and ids come with collect(). At most one step is in flight.

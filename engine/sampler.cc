@@ -11,15 +11,6 @@
 #include "kernels/sample_math.h"
 
 namespace pagoda {
-namespace {
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-using cpu::Candidate;
-using cpu::precedes;
-
-}  // namespace
-
 std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter,
                                       std::array<uint32_t, 2> key) {
   const sample_math::Philox4 out = sample_math::philox4x32_10(
@@ -112,57 +103,29 @@ int Sampler::sample(std::span<const float> logits, const SamplingParams& params,
                          table_counts_, scratch_);
 }
 
+void sort_top_logprobs(std::vector<std::pair<int, float>>& top) {
+  // Descending logit is non-increasing logprob; distinct logits that round to one logprob are
+  // put back in id order.
+  std::sort(top.begin(), top.end(), [](const auto& a, const auto& b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  });
+}
+
 TokenLogprobs Sampler::logprobs(std::span<const float> logits, int token, int num_top) {
   const int vocab = static_cast<int>(logits.size());
   PAGODA_CHECK_GT(vocab, 0);
   PAGODA_CHECK(token >= 0 && token < vocab);
   PAGODA_CHECK_GE(num_top, 0);
-  std::vector<float>& scratch = scratch_.values;
-  std::vector<Candidate>& candidates = scratch_.candidates;
-  scratch.resize(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) {
-    scratch[i] = std::isnan(logits[i]) ? kNegInf : logits[i];
-  }
-  // The top tokens by logit, in the order (before scratch_ becomes exponentials).
-  const size_t n = static_cast<size_t>(std::min(num_top, vocab));
-  if (n == logits.size()) {
-    candidates.resize(n);
-    for (int id = 0; id < vocab; ++id) candidates[id] = {scratch[id], id};
-  } else if (n > 0) {
-    cpu::select_top_k(scratch, n, candidates);
-  } else {
-    candidates.clear();
-  }
-  std::sort(candidates.begin(), candidates.end(), precedes);
-
-  // log p(l) = (l - max) - log(sum_j exp(l_j - max)); the sum is at least 1 (the max's term).
-  const float max_logit = scratch[cpu::first_argmax(scratch)];
-  double log_sum = 0.0;
-  int num_inf = 0;
-  if (std::isfinite(max_logit)) {
-    for (float& l : scratch) l = sample_math::exp_nonpositive(l - max_logit);  // vectorized
-    log_sum = std::log(cpu::grouped_sum(scratch));
-  } else if (max_logit > 0.0f) {
-    for (float l : scratch) num_inf += l == max_logit;
-  }
-  const auto logprob = [&](float l) -> float {
-    if (std::isfinite(max_logit)) {
-      return static_cast<float>((static_cast<double>(l) - max_logit) - log_sum);
-    }
-    if (max_logit > 0.0f) return l == max_logit ? -static_cast<float>(std::log(num_inf)) : kNegInf;
-    return -static_cast<float>(std::log(static_cast<double>(vocab)));
-  };
-
+  const int n = std::min(num_top, vocab);
+  top_ids_.resize(static_cast<size_t>(n));
+  top_logprobs_.resize(static_cast<size_t>(n));
   TokenLogprobs out;
   out.token_id = token;
-  out.logprob = logprob(std::isnan(logits[token]) ? kNegInf : logits[token]);
-  out.top.reserve(n);
-  for (const Candidate& c : candidates) out.top.emplace_back(c.second, logprob(c.first));
-  // Descending logit is non-increasing logprob; distinct logits that round to one logprob are
-  // put back in id order.
-  std::sort(out.top.begin(), out.top.end(), [](const auto& a, const auto& b) {
-    return a.second > b.second || (a.second == b.second && a.first < b.first);
-  });
+  cpu::row_logprobs(logits, token, n, scratch_, &out.logprob, top_ids_.data(),
+                    top_logprobs_.data());
+  out.top.reserve(static_cast<size_t>(n));
+  for (int k = 0; k < n; ++k) out.top.emplace_back(top_ids_[k], top_logprobs_[k]);
+  sort_top_logprobs(out.top);
   return out;
 }
 

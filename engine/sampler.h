@@ -43,6 +43,10 @@ bool has_penalties(const SamplingParams& params);
 //      renormalize, then draw u = counter_uniform(seed, position) by inverse CDF over tokens in
 //      descending probability, ties by ascending id.
 // NaN logits count as -inf. Ids outside [0, vocab) in prompt_ids / output_ids are ignored.
+// Orders top logprobs (id, logprob) given in descending logit order as TokenLogprobs lists
+// them: by descending logprob, ties by ascending id.
+void sort_top_logprobs(std::vector<std::pair<int, float>>& top);
+
 class Sampler {
  public:
   // logits: [vocab] f32 (not modified). prompt_ids / output_ids feed the penalties.
@@ -70,6 +74,8 @@ class Sampler {
  private:
   cpu::SampleScratch scratch_;
   std::vector<int32_t> table_ids_, table_counts_;  // one row's penalty table
+  std::vector<int32_t> top_ids_;                   // one row's top logprobs
+  std::vector<float> top_logprobs_;
   std::vector<int32_t> counts_;  // per-token, while building a table; all zero between calls
 };
 

@@ -179,6 +179,31 @@ struct SampleArgs {
   TensorView out;             // [R] i32
 };
 
+// Log-probabilities from the raw logits (no penalties, no temperature: vLLM's default "raw"
+// logprobs) at each row's token and of its K most likely tokens, computed where the logits are,
+// so that a row that asks for logprobs copies back 1 + 2K numbers instead of [vocab] floats.
+// The engine Sampler::logprobs's rule (kernels/cpu/sample.h row_logprobs is the reference):
+// per row r, with l = logits[r], NaN read as -inf, and m = max l,
+//   logprob(x) = (x - m) - log(sum_j exp(l_j - m)), exponentials (f32, sample_math's
+//   exp_nonpositive) summed in double, the difference rounded once to f32;
+//   a row without a finite maximum takes the limit: with +inf logits, -log(count of +inf) for
+//   those and -inf for the rest; with every logit -inf, -log(vocab) for all;
+//   token_logprobs[r] = logprob(l[tokens[r]]);
+//   top_ids[r] = the first K ids in the order (l desc, id asc), in that order, and
+//   top_logprobs[r] their logprobs. (Not re-sorted by logprob, where distinct logits may round
+//   to one value: so that the first n <= K entries are the row's top n for any n, which a
+//   caller then orders by (logprob desc, id asc) as Sampler::logprobs does.)
+// K = top_ids.shape[1], 0 <= K <= min(vocab, kMaxTopLogprobs). A device may group the sum
+// otherwise (its logprobs then differ from the CPU's by a few ulp); the ids are exact.
+struct LogprobsArgs {
+  TensorView logits;          // [R, vocab] f32 (not modified)
+  TensorView tokens;          // [R] i32, each in [0, vocab)
+  TensorView token_logprobs;  // [R] f32
+  TensorView top_ids;         // [R, K] i32
+  TensorView top_logprobs;    // [R, K] f32
+};
+inline constexpr int kMaxTopLogprobs = 20;
+
 // Owning handle to backend memory; frees through the backend that made it.
 class DeviceBuffer {
  public:
@@ -240,6 +265,13 @@ class Backend {
   virtual Status copy_to_host_async(void* dst, const void* src, size_t bytes) {
     return copy_to_host(dst, src, bytes);
   }
+  // Queues a copy between two buffers of this backend on its stream (ops queued later see the
+  // result; no host wait). Default: memcpy on a host backend, Unimplemented otherwise.
+  virtual Status copy_on_device_async(void* dst, const void* src, size_t bytes) {
+    if (device() != Device::kCpu) return Unimplemented(name() + ": copy_on_device_async");
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+    return OkStatus();
+  }
   // Host memory to copy from asynchronously: page-locked on a GPU (the copy is then one DMA,
   // with no staging by the driver); zeroed, 64-byte aligned host memory by default.
   virtual StatusOr<DeviceBuffer> allocate_staging(size_t bytes) {
@@ -270,6 +302,7 @@ class Backend {
   virtual Status gather_rows(const GatherRowsArgs& a) = 0;
   virtual Status argmax(const ArgmaxArgs& a) = 0;
   virtual Status sample(const SampleArgs& a) = 0;
+  virtual Status logprobs(const LogprobsArgs& a) = 0;
 
   // Step graphs (CUDA graphs on a GPU): the ops queued between begin_capture() and
   // end_capture(key) are recorded, not run, as graph `key` (replacing any graph of that key);

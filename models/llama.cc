@@ -230,9 +230,13 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
     PAGODA_RETURN_IF_ERROR(grow(&w.picked_normed, r * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.logits, r * c.vocab_size * sizeof(float)));
     PAGODA_RETURN_IF_ERROR(grow(&w.argmax, r * sizeof(int32_t)));
+    PAGODA_RETURN_IF_ERROR(grow(&w.logprob_logits, r * c.vocab_size * sizeof(float)));
+    const size_t logprob_words = r * (1 + 2 * size_t{kMaxTopLogprobs});
+    PAGODA_RETURN_IF_ERROR(grow(&w.logprobs, logprob_words * sizeof(int32_t)));
     // Host memory a step's logits and ids are copied into asynchronously (launch/collect).
     PAGODA_RETURN_IF_ERROR(grow(&w.logits_host, r * c.vocab_size * sizeof(float), /*host=*/true));
     PAGODA_RETURN_IF_ERROR(grow(&w.ids_host, r * sizeof(int32_t), /*host=*/true));
+    PAGODA_RETURN_IF_ERROR(grow(&w.logprobs_host, logprob_words * sizeof(int32_t), /*host=*/true));
     w.capacity_sample_rows = sample_rows;
   }
   // The step's inputs (StepInputs); penalty tables: most requests have none, 256 distinct
@@ -248,8 +252,9 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
 size_t LlamaModel::workspace_bytes() const {
   const Workspace& w = ws_;
   size_t n = 0;
-  for (const DeviceBuffer* b : {&w.hidden, &w.residual, &w.normed, &w.wide, &w.picked,
-                                &w.picked_normed, &w.logits, &w.argmax})
+  for (const DeviceBuffer* b :
+       {&w.hidden, &w.residual, &w.normed, &w.wide, &w.picked, &w.picked_normed, &w.logits,
+        &w.argmax, &w.logprob_logits, &w.logprobs})
     n += b->size();
   return n + inputs_.device_bytes();
 }
@@ -291,9 +296,9 @@ Status LlamaModel::check_penalties(const ForwardBatch& batch) {
 }
 
 Status LlamaModel::forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
-                           std::vector<int32_t>* argmax_ids) {
+                           std::vector<int32_t>* argmax_ids, StepLogprobs* logprobs) {
   PAGODA_RETURN_IF_ERROR(launch(batch, cache, argmax_ids != nullptr));
-  return collect(logits, argmax_ids);
+  return collect(logits, argmax_ids, logprobs);
 }
 
 Status LlamaModel::launch(const ForwardBatch& batch, KvCache& cache, bool want_ids) {
@@ -305,6 +310,16 @@ Status LlamaModel::launch(const ForwardBatch& batch, KvCache& cache, bool want_i
     return InvalidArgument("forward: num_logit_rows " + std::to_string(batch.num_logit_rows) +
                            " is outside [-1, R = " + std::to_string(batch.sample_rows.size()) +
                            "]");
+  const int64_t R = static_cast<int64_t>(batch.sample_rows.size());
+  const int64_t L = batch.num_logit_rows < 0 ? R : batch.num_logit_rows;
+  if (batch.num_logprob_rows < 0 || L + batch.num_logprob_rows > R)
+    return InvalidArgument("forward: num_logprob_rows " + std::to_string(batch.num_logprob_rows) +
+                           " is outside [0, R - L = " + std::to_string(R - L) + "]");
+  if (batch.num_top_logprobs < 0 || batch.num_top_logprobs > kMaxTopLogprobs)
+    return InvalidArgument("forward: num_top_logprobs " + std::to_string(batch.num_top_logprobs) +
+                           " is outside [0, " + std::to_string(kMaxTopLogprobs) + "]");
+  if (batch.num_logprob_rows > 0 && !want_ids)
+    return InvalidArgument("forward: logprob rows need their tokens (want_ids)");
   if (cs.num_layers != config_.num_layers || cs.num_kv_heads != config_.num_kv_heads ||
       cs.head_dim != config_.head_dim) {
     return InvalidArgument("forward: the KV cache was made for another model shape");
@@ -338,9 +353,11 @@ Status LlamaModel::launch_checked(const ForwardBatch& batch, KvCache& cache, boo
   return queue_outputs(batch, R, want_ids);
 }
 
-Status LlamaModel::collect(std::vector<float>* logits, std::vector<int32_t>* ids) {
+Status LlamaModel::collect(std::vector<float>* logits, std::vector<int32_t>* ids,
+                           StepLogprobs* logprobs) {
   if (logits != nullptr) logits->clear();
   if (ids != nullptr) ids->clear();
+  if (logprobs != nullptr) *logprobs = StepLogprobs{};
   if (!step_.in_flight) return FailedPrecondition("collect: no step in flight");
   const Step step = step_;
   step_ = Step{};
@@ -355,6 +372,36 @@ Status LlamaModel::collect(std::vector<float>* logits, std::vector<int32_t>* ids
     const auto* staged = static_cast<const int32_t*>(ws_.ids_host.data());
     ids->assign(staged, staged + step.ids);
   }
+  if (logprobs != nullptr && step.logprob_rows > 0) {
+    const int64_t P = step.logprob_rows, K = step.top_logprobs;
+    const auto* words = static_cast<const int32_t*>(ws_.logprobs_host.data());
+    const auto* floats = static_cast<const float*>(ws_.logprobs_host.data());
+    logprobs->rows = static_cast<int>(P);
+    logprobs->top = static_cast<int>(K);
+    logprobs->token_logprobs.assign(floats, floats + P);
+    logprobs->top_ids.assign(words + P, words + P + P * K);
+    logprobs->top_logprobs.assign(floats + P + P * K, floats + P + 2 * P * K);
+  }
+  return OkStatus();
+}
+
+Status LlamaModel::logprobs_on_device(const ForwardBatch& batch, int64_t first_row, bool stashed) {
+  const int64_t P = batch.num_logprob_rows, V = config_.vocab_size;
+  const int64_t K = std::min<int64_t>(batch.num_top_logprobs, V);
+  const Device dev = backend_->device();
+  float* logits = stashed ? static_cast<float*>(ws_.logprob_logits.data())
+                          : static_cast<float*>(ws_.logits.data()) + first_row * V;
+  auto* out = static_cast<int32_t*>(ws_.logprobs.data());
+  PAGODA_RETURN_IF_ERROR(backend_->logprobs(
+      {TensorView(logits, DType::kF32, {P, V}, dev),
+       TensorView(static_cast<int32_t*>(ws_.argmax.data()) + first_row, DType::kI32, {P}, dev),
+       TensorView(out, DType::kF32, {P}, dev), TensorView(out + P, DType::kI32, {P, K}, dev),
+       TensorView(out + P + P * K, DType::kF32, {P, K}, dev)}));
+  const size_t bytes = static_cast<size_t>(P * (1 + 2 * K)) * sizeof(int32_t);
+  PAGODA_CHECK_GE(ws_.logprobs_host.size(), bytes);  // reserve() sized it for the sample rows
+  PAGODA_RETURN_IF_ERROR(backend_->copy_to_host_async(ws_.logprobs_host.data(), out, bytes));
+  step_.logprob_rows = P;
+  step_.top_logprobs = K;
   return OkStatus();
 }
 
@@ -441,11 +488,21 @@ Status LlamaModel::queue_outputs(const ForwardBatch& batch, int64_t real_rows, b
     step_.logit_rows = L;
   }
   if (!want_ids || real_rows == 0) return OkStatus();
-  if (!batch.sample_params.empty()) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
+  const int64_t P = batch.num_logprob_rows, V = config_.vocab_size;
+  const bool sample = !batch.sample_params.empty();
+  // The sample op overwrites the logits: the logprob rows' are copied aside first (on the
+  // device; far cheaper than bringing [P, vocab] floats to the host).
+  if (P > 0 && sample) {
+    PAGODA_RETURN_IF_ERROR(be.copy_on_device_async(ws_.logprob_logits.data(),
+                                                   static_cast<float*>(ws_.logits.data()) + L * V,
+                                                   static_cast<size_t>(P * V) * sizeof(float)));
+  }
+  if (sample) PAGODA_RETURN_IF_ERROR(sample_on_device(batch));
   const size_t bytes = static_cast<size_t>(real_rows) * sizeof(int32_t);
   PAGODA_CHECK_GE(ws_.ids_host.size(), bytes);  // reserve() sized it for the sample rows
   PAGODA_RETURN_IF_ERROR(be.copy_to_host_async(ws_.ids_host.data(), ws_.argmax.data(), bytes));
   step_.ids = real_rows;
+  if (P > 0) PAGODA_RETURN_IF_ERROR(logprobs_on_device(batch, L, sample));
   return OkStatus();
 }
 

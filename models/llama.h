@@ -26,6 +26,13 @@ struct ForwardBatch {
   // The leading sample rows whose logits are copied back to the host (-1: all R). The others
   // are wanted only for their argmax (greedy rows): see forward().
   int num_logit_rows = -1;
+  // Logprobs where the logits are (the logprobs op, kernels/ops.h LogprobsArgs) of the
+  // num_logprob_rows sample rows right after the logit rows ([L, L + P)): the log-probability
+  // of the token this step picks for each (so they need launch's want_ids) and of its
+  // num_top_logprobs most likely tokens (clamped to the vocabulary), in descending logit order.
+  // They copy back 1 + 2K numbers instead of their logits.
+  int num_logprob_rows = 0;
+  int num_top_logprobs = 0;  // in [0, kMaxTopLogprobs]
   // Sampling on the backend (the sample op, kernels/ops.h SampleArgs) of every sample row: one
   // SampleRowParams each, and their penalty tables (penalty_start [R + 1] into penalty_ids /
   // penalty_counts; all three may be empty when no row has penalties). The logits of rows
@@ -45,6 +52,16 @@ struct ForwardBatch {
 // A host copy of `src` (any float dtype) in dtype `to`, rounded to nearest even; `storage`
 // owns the memory the result points into.
 TensorView convert_tensor(const TensorView& src, DType to, HostBuffer* storage);
+
+// What a step's logprobs op hands back (ForwardBatch::num_logprob_rows rows, K top entries
+// each): row j is sample row L + j.
+struct StepLogprobs {
+  int rows = 0;
+  int top = 0;                        // K: num_top_logprobs clamped to the vocabulary
+  std::vector<float> token_logprobs;  // [rows]
+  std::vector<int32_t> top_ids;       // [rows, K] in descending logit order (ties: id asc)
+  std::vector<float> top_logprobs;    // [rows, K]
+};
 
 class LlamaModel {
  public:
@@ -66,9 +83,10 @@ class LlamaModel {
   // ids computed where the logits are, so those rows copy back one id instead of a row of
   // floats: with batch.sample_params, every row's sampled token; without, every row's argmax
   // (ArgmaxArgs' rule: the sampler's greedy choice).
-  // It is launch(batch, cache, argmax_ids != nullptr), then collect(logits, argmax_ids).
+  // It is launch(batch, cache, argmax_ids != nullptr), then collect(logits, argmax_ids,
+  // logprobs).
   Status forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>* logits,
-                 std::vector<int32_t>* argmax_ids = nullptr);
+                 std::vector<int32_t>* argmax_ids = nullptr, StepLogprobs* logprobs = nullptr);
 
   // forward() in two halves, so that an engine can queue step N + 1 on the device and do the
   // host work of step N while it runs (async scheduling). At most one step is in flight.
@@ -76,14 +94,18 @@ class LlamaModel {
   // launch() queues the step: validates the batch, uploads its inputs, runs the layers (or the
   // decode graph), queues the copy of the logits of the first L rows into page-locked host
   // memory, and, when want_ids and R > 0, runs the sample op if the batch has sample_params
-  // and queues the copy of the R ids the same way (Backend::copy_to_host_async). It returns
+  // and queues the copy of the R ids the same way (Backend::copy_to_host_async), then the
+  // logprobs op on the logprob rows (on a copy of their logits made before the sample op,
+  // which overwrites them) and the copy of its results. It returns
   // without waiting for the device. FailedPrecondition when a step is already in flight (that
   // step stays collectable); any failure leaves no step in flight.
   Status launch(const ForwardBatch& batch, KvCache& cache, bool want_ids);
-  // Waits for the step in flight and writes its logits [L, vocab] and R ids (either may be
-  // null: dropped); ids are empty when launched without want_ids or R == 0. FailedPrecondition
-  // when no step is in flight. After it returns, ok or not, no step is in flight.
-  Status collect(std::vector<float>* logits, std::vector<int32_t>* ids);
+  // Waits for the step in flight and writes its logits [L, vocab], R ids and the logprob
+  // rows' results (each may be null: dropped); ids are empty when launched without want_ids or
+  // R == 0, logprobs has 0 rows when the batch had none. FailedPrecondition when no step is in
+  // flight. After it returns, ok or not, no step is in flight.
+  Status collect(std::vector<float>* logits, std::vector<int32_t>* ids,
+                 StepLogprobs* logprobs = nullptr);
   bool step_in_flight() const { return step_.in_flight; }
 
   // Grows the activation workspace and the step inputs to hold a step of up to `tokens` tokens
@@ -137,9 +159,16 @@ class LlamaModel {
     int64_t grows = 0;                                   // also counts moves of the step inputs
     DeviceBuffer hidden, residual, normed, wide;         // [T, *]
     DeviceBuffer picked, picked_normed, logits, argmax;  // [R, *]
+    // The logprob rows' logits, copied before the sample op overwrites them: [R, vocab] f32.
+    DeviceBuffer logprob_logits;
+    // The logprobs op's results, [R (1 + 2 kMaxTopLogprobs)] 32-bit words: for a step with P
+    // rows and K top entries, token_logprobs [P] f32, top_ids [P, K] i32, top_logprobs [P, K]
+    // f32, one after another (one copy back).
+    DeviceBuffer logprobs;
     // Host staging memory (page-locked on a GPU) where a step's outputs come back.
     DeviceBuffer logits_host;       // [R, vocab] f32
     DeviceBuffer ids_host;          // [R] i32
+    DeviceBuffer logprobs_host;     // as `logprobs`
     bool scratch_reserved = false;  // Backend::reserve_scratch() has run
   };
 
@@ -148,6 +177,7 @@ class LlamaModel {
     bool in_flight = false;
     int64_t logit_rows = 0;  // rows of logits queued into ws_.logits_host
     int64_t ids = 0;         // rows whose ids are queued into ws_.ids_host (0: none)
+    int64_t logprob_rows = 0, top_logprobs = 0;  // queued into ws_.logprobs_host
   };
 
   struct DecodeGraphs {
@@ -191,6 +221,9 @@ class LlamaModel {
   // The sample op on every sample row with the uploaded parameters, writing the ids into the
   // argmax buffer (after the logits a caller wants have been copied back).
   Status sample_on_device(const ForwardBatch& batch);
+  // The logprobs op on the batch's logprob rows (tokens: the ids just computed), and the copy
+  // of its results into staging. `stashed`: their logits were copied to ws_.logprob_logits.
+  Status logprobs_on_device(const ForwardBatch& batch, int64_t first_row, bool stashed);
   TensorView act(const DeviceBuffer& b, int64_t rows, int64_t cols) const;
 
   ModelConfig config_;

@@ -76,6 +76,7 @@ class CpuBackend final : public Backend {
   Status gather_rows(const GatherRowsArgs& a) override { return cpu::gather_rows(pool_, a); }
   Status argmax(const ArgmaxArgs& a) override { return cpu::argmax(pool_, a); }
   Status sample(const SampleArgs& a) override { return cpu::sample(pool_, a); }
+  Status logprobs(const LogprobsArgs& a) override { return cpu::logprobs(pool_, a); }
 
  private:
   static Status copy(const char* op, void* dst, const void* src, size_t bytes) {

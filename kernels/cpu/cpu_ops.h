@@ -28,6 +28,7 @@ Status attention(ThreadPool& pool, const AttentionArgs& a);
 Status gather_rows(ThreadPool& pool, const GatherRowsArgs& a);
 Status argmax(ThreadPool& pool, const ArgmaxArgs& a);
 Status sample(ThreadPool& pool, const SampleArgs& a);
+Status logprobs(ThreadPool& pool, const LogprobsArgs& a);
 
 // ---- argument checks -----------------------------------------------------------------------
 

@@ -33,6 +33,12 @@ int sample_row(std::span<const float> logits, const SampleRowParams& params,
                std::span<const int32_t> penalty_ids, std::span<const int32_t> penalty_counts,
                SampleScratch& scratch);
 
+// LogprobsArgs' rule for one row (kernels/ops.h): logits [vocab] f32 (not modified), token in
+// [0, vocab), 0 <= num_top <= vocab. Writes *token_logprob and num_top entries of top_ids and
+// top_logprobs, in the order (logit desc, id asc).
+void row_logprobs(std::span<const float> logits, int token, int num_top, SampleScratch& scratch,
+                  float* token_logprob, int32_t* top_ids, float* top_logprobs);
+
 // Lowest id among the largest values (no NaN among them); 0 for an empty or all -inf vector.
 int first_argmax(const std::vector<float>& values);
 // A double sum in a fixed grouping (eight running sums), so that it pipelines.

@@ -75,6 +75,24 @@ class CudaBackend final : public Backend {
     PAGODA_RETURN_IF_ERROR(scoped.status());
     return cuda::copy_device_to_host_async(dst, src, bytes, stream_.get());
   }
+  // Allowed while capturing: a device-to-device copy is recorded into the graph like an op.
+  Status copy_on_device_async(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return OkStatus();
+    if (dst == nullptr || src == nullptr) {
+      return InvalidArgument(
+          "cuda copy_on_device_async: null pointer (dst " + std::to_string(dst != nullptr) +
+          ", src " + std::to_string(src != nullptr) + ") for " + std::to_string(bytes) + " bytes");
+    }
+    const auto* d = static_cast<const char*>(dst);
+    const auto* s = static_cast<const char*>(src);
+    if (d != s && d < s + bytes && s < d + bytes)
+      return InvalidArgument("cuda copy_on_device_async: dst and src overlap");
+    cuda::ScopedDevice scoped(info_.index);
+    PAGODA_RETURN_IF_ERROR(scoped.status());
+    PAGODA_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_.get()));
+    return OkStatus();
+  }
   Status synchronize() override {
     if (capturing_)
       return FailedPrecondition("cuda synchronize: not allowed while capturing a graph");
@@ -113,6 +131,7 @@ class CudaBackend final : public Backend {
   Status gather_rows(const GatherRowsArgs& a) override { return run(cuda::gather_rows_cuda, a); }
   Status argmax(const ArgmaxArgs& a) override { return run(cuda::argmax_cuda, a); }
   Status sample(const SampleArgs& a) override { return run(cuda::sample_cuda, a); }
+  Status logprobs(const LogprobsArgs& a) override { return run(cuda::logprobs_cuda, a); }
 
   // CUDA graphs. Thread-local capture mode: another thread's CUDA calls (a second backend, a
   // copy elsewhere in the process) neither join nor invalidate this capture.

@@ -22,6 +22,7 @@ Status kv_write_cuda(const KvWriteArgs& a, cudaStream_t stream);        // kv_wr
 Status gather_rows_cuda(const GatherRowsArgs& a, cudaStream_t stream);  // gather_rows.cu
 Status argmax_cuda(const ArgmaxArgs& a, cudaStream_t stream);           // argmax.cu
 Status sample_cuda(const SampleArgs& a, cudaStream_t stream);           // sample.cu
+Status logprobs_cuda(const LogprobsArgs& a, cudaStream_t stream);       // logprobs.cu
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);     // attention.cu
 Status check_attention_args(const AttentionArgs& a);  // attention_args.cu (host-side checks)
 // The split partials' scratch of `stream` (attention.cu), allocated now instead of at the first

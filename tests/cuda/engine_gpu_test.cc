@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <random>
 #include <thread>
@@ -203,7 +204,8 @@ TEST(EngineGpuTest, StoriesF32DecodeGraphsMatchEagerSteps) {
 
 // Sampling on the device (the default) against the host sampler on the same GPU logits: the
 // same tokens for seeded requests that use every step of the rule (temperature, top-k, top-p,
-// min-p, repetition / presence / frequency penalties, greedy with a penalty). The two engines
+// min-p, repetition / presence / frequency penalties, greedy with a penalty), and the same
+// logprobs from the device's logprobs op as from the host's. The two engines
 // run the same schedule, so their logits are the same bits; only the sampler differs.
 TEST(EngineGpuTest, StoriesF32DeviceSamplingMatchesTheHostSampler) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
@@ -228,6 +230,7 @@ TEST(EngineGpuTest, StoriesF32DeviceSamplingMatchesTheHostSampler) {
       p.frequency_penalty = 0.15f;
     }
     if (i % 8 == 6) p.temperature = 0.0f;  // greedy, with or without a penalty
+    if (i % 3 == 1) p.logprobs = 1 + i % 20;
     reqs.push_back(std::move(r));
   }
   EngineConfig config;
@@ -242,7 +245,23 @@ TEST(EngineGpuTest, StoriesF32DeviceSamplingMatchesTheHostSampler) {
   ASSERT_TRUE(on_host.ok()) << on_host.status().to_string();
   const std::vector<Result> want = run_together(**on_host, reqs);
   ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].ids, want[i].ids) << "request " << i;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(got[i].ids, want[i].ids) << "request " << i;
+    // Logprobs: the device's logprobs op against the host's over the same logits (the sums
+    // are grouped otherwise: values within a few ulp, ids exact).
+    ASSERT_EQ(got[i].logprobs.size(), want[i].logprobs.size()) << "request " << i;
+    for (size_t t = 0; t < got[i].logprobs.size(); ++t) {
+      const TokenLogprobs &a = got[i].logprobs[t], &b = want[i].logprobs[t];
+      EXPECT_EQ(a.token_id, b.token_id) << "request " << i << " token " << t;
+      EXPECT_NEAR(a.logprob, b.logprob, 1e-5f * std::max(1.0f, std::fabs(b.logprob)));
+      ASSERT_EQ(a.top.size(), b.top.size());
+      for (size_t k = 0; k < a.top.size(); ++k) {
+        EXPECT_EQ(a.top[k].first, b.top[k].first) << "request " << i << " token " << t;
+        EXPECT_NEAR(a.top[k].second, b.top[k].second,
+                    1e-5f * std::max(1.0f, std::fabs(b.top[k].second)));
+      }
+    }
+  }
 }
 
 // Async scheduling on the GPU, where the ids really come back behind the next step: step N+1

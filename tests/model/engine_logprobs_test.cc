@@ -39,8 +39,9 @@ class EngineLogprobsTest : public StoriesModelTest {
     });
   }
 
-  static std::vector<Collected> run_all(const std::vector<Request>& reqs) {
-    auto engine = Engine::create(model_, tokenizer_, EngineConfig{});
+  static std::vector<Collected> run_all(const std::vector<Request>& reqs,
+                                        const EngineConfig& config = {}) {
+    auto engine = Engine::create(model_, tokenizer_, config);
     EXPECT_TRUE(engine.ok()) << engine.status().to_string();
     if (!engine.ok()) return {};
     std::vector<RequestHandle> handles;
@@ -190,6 +191,42 @@ TEST_F(EngineLogprobsTest, ValuesMatchAWholeSequenceForward) {
           EXPECT_NEAR(lp.top[k].second, sorted[k], kTol) << t << " rank " << k;
         }
         EXPECT_LE(lp.logprob, lp.top[0].second);
+      }
+    }
+  }
+}
+
+// With device sampling the logprobs come from the backend's logprobs op (one row per request,
+// the batch's largest k), without it from the host sampler over the copied-back logits: the
+// same values, bit for bit on the CPU, also for requests that ask for fewer top entries than
+// their neighbours (their top is the prefix of the row's, ordered as the host orders it).
+TEST_F(EngineLogprobsTest, BackendAndHostLogprobsAgree) {
+  for (float temperature : {0.0f, 0.8f}) {
+    SCOPED_TRACE(::testing::Message() << "temperature " << temperature);
+    std::vector<Request> reqs = requests(temperature, 3);
+    const int tops[] = {1, 20, 0, 7, 2, 3};
+    for (size_t i = 0; i < reqs.size(); ++i) reqs[i].params.logprobs = tops[i % 6];
+    EngineConfig on, off;
+    on.device_sampling = true;
+    off.device_sampling = false;
+    const auto backend = run_all(reqs, on);
+    const auto host = run_all(reqs, off);
+    ASSERT_EQ(backend.size(), reqs.size());
+    ASSERT_EQ(host.size(), reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "request " << i);
+      EXPECT_EQ(backend[i].ids, host[i].ids);
+      ASSERT_EQ(backend[i].logprobs.size(), host[i].logprobs.size());
+      if (reqs[i].params.logprobs == 0) {
+        EXPECT_TRUE(backend[i].logprobs.empty());
+      }
+      for (size_t t = 0; t < backend[i].logprobs.size(); ++t) {
+        const TokenLogprobs& a = backend[i].logprobs[t];
+        const TokenLogprobs& b = host[i].logprobs[t];
+        EXPECT_EQ(a.token_id, b.token_id) << t;
+        EXPECT_EQ(a.logprob, b.logprob) << t;
+        EXPECT_EQ(a.top, b.top) << t;
+        EXPECT_EQ(a.top.size(), static_cast<size_t>(reqs[i].params.logprobs)) << t;
       }
     }
   }

@@ -5,6 +5,7 @@
 //    again by replay_graph(), as CUDA graphs do (capture runs nothing; replay reruns the recorded
 //    arguments, pointers and shapes unchanged); allocations, copies and synchronize() fail while
 //    capturing;
+//  - the sample op leaves its logits poisoned (on a GPU they are its scratch);
 //  - device-to-host copies queued with copy_to_host_async() land only at the next synchronizing
 //    call (synchronize, or a synchronous copy), as on a stream: the destination must be staging
 //    memory from allocate_staging() and is filled with poison until then, so code that reads it
@@ -68,6 +69,10 @@ class RecordingBackend final : public Backend {
     deliver();
     return inner_->copy_to_host(dst, src, bytes);
   }
+  Status copy_on_device_async(void* dst, const void* src, size_t bytes) override {
+    if (capturing_) return FailedPrecondition("copy_on_device_async while capturing");
+    return inner_->copy_on_device_async(dst, src, bytes);
+  }
   Status copy_to_host_async(void* dst, const void* src, size_t bytes) override {
     if (capturing_) return FailedPrecondition("copy_to_host_async while capturing");
     if (bytes == 0) return OkStatus();
@@ -101,11 +106,18 @@ class RecordingBackend final : public Backend {
   Status attention(const AttentionArgs& a) override { return op(&Backend::attention, a); }
   Status gather_rows(const GatherRowsArgs& a) override { return op(&Backend::gather_rows, a); }
   Status argmax(const ArgmaxArgs& a) override { return op(&Backend::argmax, a); }
+  Status logprobs(const LogprobsArgs& a) override { return op(&Backend::logprobs, a); }
   Status sample(const SampleArgs& a) override {
     const int64_t call = sample_calls++;
     if (fail_sample || call == fail_sample_call)
       return Internal("sample: failure injected by the test");
-    return op(&Backend::sample, a);
+    PAGODA_RETURN_IF_ERROR(op(&Backend::sample, a));
+    // On a GPU the op's logits are its scratch (kernels/ops.h SampleArgs): code that reads
+    // them after it gets garbage here too.
+    if (!capturing_ && a.logits.data != nullptr) {
+      std::memset(a.logits.data, kPoison, static_cast<size_t>(a.logits.nbytes()));
+    }
+    return OkStatus();
   }
 
   bool supports_graphs() const override { return true; }

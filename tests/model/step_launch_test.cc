@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/backend_factory.h"
+#include "kernels/cpu/sample.h"
 #include "models/llama.h"
 #include "tests/model/recording_backend.h"
 #include "tests/model/stories_fixture.h"
@@ -87,6 +88,8 @@ class StepLaunchTest : public StoriesWeightsTest {
     ASSERT_TRUE(s.ok()) << s.to_string();
   }
 
+  int64_t vocab() const { return ref_->config().vocab_size; }
+
   std::unique_ptr<Backend> ref_backend_;
   std::unique_ptr<RecordingBackend> rec_;
   // Declared after their backends: destroyed first.
@@ -151,6 +154,93 @@ TEST_F(StepLaunchTest, LaunchAndCollectGiveWhatForwardGives) {
       EXPECT_EQ(st.captures + st.replays, 0);
     }
   }
+}
+
+// Rows that ask for logprobs get them from the backend's logprobs op, for the token this step
+// picks (argmax or sampled, with penalties), on the logits as they were before the sample op
+// (which poisons them here, as a GPU overwrites them): the reference's logits through the same
+// rule (kernels/cpu/sample.h row_logprobs), bit for bit, eagerly and through decode graphs, with
+// logit rows before them or not.
+TEST_F(StepLaunchTest, LogprobRowsAreComputedOnTheBackendForTheirTokens) {
+  for (bool graphs : {false, true}) {
+    SCOPED_TRACE(graphs ? "decode graphs" : "eager");
+    ASSERT_NO_FATAL_FAILURE(make_models(graphs));
+    int step = 0;
+    for (int kind = 0; kind < 3; ++kind) {  // greedy, sampled, sampled with penalties
+      for (int logit_rows : {0, 1}) {
+        for (int top : {0, 3, 20}) {
+          for (int B : {3, 1, 0}) {
+            SCOPED_TRACE("kind " + std::to_string(kind) + " logit rows " +
+                         std::to_string(logit_rows) + " top " + std::to_string(top) + " B " +
+                         std::to_string(B));
+            ForwardBatch b = B > 0 ? decode_rows(B, step) : prefill_rows(step);
+            ++step;
+            if (kind > 0) add_sampling(b, kind == 2, step);
+            const int R = static_cast<int>(b.sample_rows.size());
+            const int L = std::min(logit_rows, R - 1);  // at least one logprob row
+            std::vector<float> all_logits;
+            std::vector<int32_t> want_ids;
+            ForwardBatch all = b;
+            all.num_logit_rows = -1;
+            ASSERT_NO_FATAL_FAILURE(reference(all, true, &all_logits, &want_ids));
+            b.num_logit_rows = L;
+            b.num_logprob_rows = R - L;
+            b.num_top_logprobs = top;
+
+            ASSERT_TRUE(model_->launch(b, cache_, true).ok());
+            std::vector<float> logits;
+            std::vector<int32_t> ids;
+            StepLogprobs lp;
+            lp.rows = -1;
+            ASSERT_TRUE(model_->collect(&logits, &ids, &lp).ok());
+            EXPECT_EQ(ids, want_ids);
+            EXPECT_EQ(logits,
+                      std::vector<float>(all_logits.begin(), all_logits.begin() + L * vocab()));
+            ASSERT_EQ(lp.rows, R - L);
+            ASSERT_EQ(lp.top, top);
+            ASSERT_EQ(lp.token_logprobs.size(), static_cast<size_t>(R - L));
+            ASSERT_EQ(lp.top_ids.size(), static_cast<size_t>((R - L) * top));
+            ASSERT_EQ(lp.top_logprobs.size(), static_cast<size_t>((R - L) * top));
+            cpu::SampleScratch scratch;
+            for (int j = 0; j < R - L; ++j) {
+              float token_lp = 0.0f;
+              std::vector<int32_t> top_ids(top);
+              std::vector<float> top_lp(top);
+              cpu::row_logprobs({all_logits.data() + (L + j) * vocab(), size_t(vocab())},
+                                want_ids[L + j], top, scratch, &token_lp, top_ids.data(),
+                                top_lp.data());
+              EXPECT_EQ(lp.token_logprobs[j], token_lp) << "row " << j;
+              EXPECT_EQ(std::vector<int32_t>(lp.top_ids.begin() + j * top,
+                                             lp.top_ids.begin() + (j + 1) * top),
+                        top_ids)
+                  << "row " << j;
+              EXPECT_EQ(std::vector<float>(lp.top_logprobs.begin() + j * top,
+                                           lp.top_logprobs.begin() + (j + 1) * top),
+                        top_lp)
+                  << "row " << j;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// A batch whose logprob rows do not fit, or that asks for too many top entries or for logprobs
+// without the tokens, is refused before anything is queued.
+TEST_F(StepLaunchTest, BadLogprobRowsAreRefused) {
+  ForwardBatch b = decode_rows(3, 0);
+  b.num_logit_rows = 1;
+  b.num_logprob_rows = 3;  // 1 + 3 > R = 3
+  EXPECT_EQ(model_->launch(b, cache_, true).code(), StatusCode::kInvalidArgument);
+  b.num_logprob_rows = 2;
+  b.num_top_logprobs = kMaxTopLogprobs + 1;
+  EXPECT_EQ(model_->launch(b, cache_, true).code(), StatusCode::kInvalidArgument);
+  b.num_top_logprobs = 2;
+  EXPECT_EQ(model_->launch(b, cache_, false).code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(model_->step_in_flight());
+  EXPECT_TRUE(model_->launch(b, cache_, true).ok());
+  EXPECT_TRUE(model_->collect(nullptr, nullptr).ok());
 }
 
 // The ids come back into staging memory (RecordingBackend refuses any other destination) and
@@ -266,11 +356,17 @@ TEST_F(StepLaunchTest, AReservedStepAllocatesNothing) {
   const int64_t staging0 = rec_->staging_allocations;
   ASSERT_TRUE(model_->reserve(64, 8, 64, 8).ok());
   EXPECT_EQ(rec_->allocated_bytes - device0, model_->workspace_bytes());
-  EXPECT_EQ(rec_->staging_allocations - staging0, 3);  // StepInputs', the logits', the ids'
+  // StepInputs', the logits', the ids', the logprobs'
+  EXPECT_EQ(rec_->staging_allocations - staging0, 4);
   const int64_t allocations = rec_->allocations + rec_->staging_allocations;
   for (int step = 0; step < 4; ++step) {
     ForwardBatch b = step % 2 == 0 ? decode_rows(8, step) : prefill_rows(step);
     if (step >= 2) add_sampling(b, true, step);
+    if (step % 2 == 1 || step == 2) {  // every row with the most logprobs
+      b.num_logit_rows = 0;
+      b.num_logprob_rows = static_cast<int>(b.sample_rows.size());
+      b.num_top_logprobs = kMaxTopLogprobs;
+    }
     std::vector<float> logits;
     std::vector<int32_t> ids;
     ASSERT_TRUE(model_->launch(b, cache_, true).ok());
