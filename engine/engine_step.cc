@@ -103,9 +103,8 @@ Status Engine::launch_step(StepSlot* slot) {
   const int vocab_size = model_->config().vocab_size;
   ModelRunner::RowSampling& rs = row_sampling_;
   rs.params.assign(plan.seqs.size(), SampleRowParams{});
-  rs.penalty_start.assign(1, 0);
-  rs.penalty_ids.clear();
-  rs.penalty_counts.clear();
+  rs.penalty_ids.assign(plan.seqs.size(), {});
+  rs.penalty_counts.assign(plan.seqs.size(), {});
   pending_tokens_.assign(plan.seqs.size(), 0);
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const ScheduledSeq& s = plan.seqs[i];
@@ -122,12 +121,11 @@ Status Engine::launch_step(StepSlot* slot) {
             {st->tokens.data(), static_cast<size_t>(st->prompt_len)},
             {st->tokens.data() + st->prompt_len, static_cast<size_t>(st->num_output())},
             vocab_size);
-        const std::span<const int32_t> ids = l->penalties.ids(), counts = l->penalties.counts();
-        rs.penalty_ids.insert(rs.penalty_ids.end(), ids.begin(), ids.end());
-        rs.penalty_counts.insert(rs.penalty_counts.end(), counts.begin(), counts.end());
+        // Views: the runner copies them into the batch (no table is touched until then).
+        rs.penalty_ids[i] = l->penalties.ids();
+        rs.penalty_counts[i] = l->penalties.counts();
       }
     }
-    rs.penalty_start.push_back(static_cast<int32_t>(rs.penalty_ids.size()));
   }
   return runner_->launch(config_.device_sampling ? &rs : nullptr, pending_tokens_, &slot->sampled);
 }

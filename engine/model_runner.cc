@@ -85,8 +85,9 @@ void ModelRunner::prepare(const StepPlan& plan, std::span<const uint8_t> wants_l
 Status ModelRunner::launch(const RowSampling* sampling, std::span<const int32_t> pending_tokens,
                            Sampled* out) {
   ForwardBatch& b = batch_;
-  PAGODA_CHECK(sampling == nullptr || (sampling->params.size() == num_seqs_ &&
-                                       sampling->penalty_start.size() == num_seqs_ + 1));
+  PAGODA_CHECK(sampling == nullptr ||
+               (sampling->params.size() == num_seqs_ && sampling->penalty_ids.size() == num_seqs_ &&
+                sampling->penalty_counts.size() == num_seqs_));
   PAGODA_CHECK(pending_.empty() || pending_tokens.size() == num_seqs_);
   for (const auto& [t, r] : pending_) b.token_ids[t] = pending_tokens[r];
   b.sample_params.clear();
@@ -96,11 +97,11 @@ Status ModelRunner::launch(const RowSampling* sampling, std::span<const int32_t>
   if (sampling != nullptr) {
     for (const int r : sample_order_) {
       b.sample_params.push_back(sampling->params[r]);
-      const int32_t s0 = sampling->penalty_start[r], s1 = sampling->penalty_start[r + 1];
-      b.penalty_ids.insert(b.penalty_ids.end(), sampling->penalty_ids.begin() + s0,
-                           sampling->penalty_ids.begin() + s1);
-      b.penalty_counts.insert(b.penalty_counts.end(), sampling->penalty_counts.begin() + s0,
-                              sampling->penalty_counts.begin() + s1);
+      const std::span<const int32_t> ids = sampling->penalty_ids[r];
+      const std::span<const int32_t> counts = sampling->penalty_counts[r];
+      PAGODA_CHECK_EQ(ids.size(), counts.size());
+      b.penalty_ids.insert(b.penalty_ids.end(), ids.begin(), ids.end());
+      b.penalty_counts.insert(b.penalty_counts.end(), counts.begin(), counts.end());
       b.penalty_start.push_back(static_cast<int32_t>(b.penalty_ids.size()));
     }
   }

@@ -33,11 +33,13 @@ class ModelRunner {
   };
 
   // How the backend samples every sampled row, per plan.seqs entry (entries of rows that sample
-  // nothing are ignored): the sample op's row parameters and penalty tables.
+  // nothing are ignored): the sample op's row parameters and penalty tables. The tables are
+  // views of the caller's (the engine's per-request PenaltyTable), valid until launch()
+  // returns: launch() copies them once, into the batch in sample-row order.
   struct RowSampling {
-    std::vector<SampleRowParams> params;  // [plan.seqs.size()]
-    std::vector<int32_t> penalty_start;   // [plan.seqs.size() + 1] into ids / counts
-    std::vector<int32_t> penalty_ids, penalty_counts;
+    std::vector<SampleRowParams> params;                   // [plan.seqs.size()]
+    std::vector<std::span<const int32_t>> penalty_ids;     // [plan.seqs.size()]; may be empty
+    std::vector<std::span<const int32_t>> penalty_counts;  // [plan.seqs.size()], ids' sizes
   };
 
   // Runs the plan: prepare(), launch(), collect(). wants_logits (per plan.seqs entry; empty:

@@ -357,7 +357,12 @@ Status LlamaModel::collect(std::vector<float>* logits, std::vector<int32_t>* ids
                            StepLogprobs* logprobs) {
   if (logits != nullptr) logits->clear();
   if (ids != nullptr) ids->clear();
-  if (logprobs != nullptr) *logprobs = StepLogprobs{};
+  if (logprobs != nullptr) {  // cleared, not reassigned: the vectors keep their memory
+    logprobs->rows = logprobs->top = 0;
+    logprobs->token_logprobs.clear();
+    logprobs->top_ids.clear();
+    logprobs->top_logprobs.clear();
+  }
   if (!step_.in_flight) return FailedPrecondition("collect: no step in flight");
   const Step step = step_;
   step_ = Step{};

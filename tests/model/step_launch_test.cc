@@ -230,6 +230,7 @@ TEST_F(StepLaunchTest, LogprobRowsAreComputedOnTheBackendForTheirTokens) {
 // without the tokens, is refused before anything is queued.
 TEST_F(StepLaunchTest, BadLogprobRowsAreRefused) {
   ForwardBatch b = decode_rows(3, 0);
+  const int64_t uploads = rec_->sync_uploads + rec_->async_uploads;
   b.num_logit_rows = 1;
   b.num_logprob_rows = 3;  // 1 + 3 > R = 3
   EXPECT_EQ(model_->launch(b, cache_, true).code(), StatusCode::kInvalidArgument);
@@ -239,6 +240,8 @@ TEST_F(StepLaunchTest, BadLogprobRowsAreRefused) {
   b.num_top_logprobs = 2;
   EXPECT_EQ(model_->launch(b, cache_, false).code(), StatusCode::kInvalidArgument);
   EXPECT_FALSE(model_->step_in_flight());
+  // Refused by the batch checks: not even the step's inputs went up.
+  EXPECT_EQ(rec_->sync_uploads + rec_->async_uploads, uploads);
   EXPECT_TRUE(model_->launch(b, cache_, true).ok());
   EXPECT_TRUE(model_->collect(nullptr, nullptr).ok());
 }
