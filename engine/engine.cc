@@ -41,6 +41,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(LlamaModel* model, const Tokeni
   if (sc.max_num_batched_tokens <= 0)
     return field_error("max_num_batched_tokens", "must be positive");
   if (sc.max_num_seqs <= 0) return field_error("max_num_seqs", "must be positive");
+  if (config.max_logprobs < 0 || config.max_logprobs > SamplingParams::kMaxLogprobs)
+    return field_error("max_logprobs", "must be in [0, " +
+                                           std::to_string(SamplingParams::kMaxLogprobs) +
+                                           "], got " + std::to_string(config.max_logprobs));
   if (config.host_threads < 0 || config.host_threads > 1024)
     return field_error("host_threads", "must be in [0, 1024]");
   // The workspace for the largest step, before the KV cache takes its share of what is left:
@@ -52,8 +56,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(LlamaModel* model, const Tokeni
     const int64_t entries = int64_t{seqs} * blocks_per_seq;
     if (entries > (int64_t{1} << 30))
       return field_error("max_num_seqs", "times max_model_len / block_size is too large");
-    PAGODA_RETURN_IF_ERROR(
-        model->reserve(sc.max_num_batched_tokens, seqs, static_cast<int>(entries), seqs));
+    // Logprob rows only where the logprobs op runs (device sampling) and they are allowed.
+    const int logprob_rows = config.device_sampling && config.max_logprobs > 0 ? seqs : 0;
+    PAGODA_RETURN_IF_ERROR(model->reserve(sc.max_num_batched_tokens, seqs,
+                                          static_cast<int>(entries), seqs, 0, logprob_rows));
     if (config.decode_graphs) {
       std::vector<int> buckets;
       for (int b = 1; b < seqs; b *= 2) buckets.push_back(b);
@@ -130,6 +136,9 @@ StatusOr<RequestHandle> Engine::submit(Request r) {
                                      " tokens leave no room in the context of " +
                                      std::to_string(sched_config_.max_model_len));
   PAGODA_RETURN_IF_ERROR(r.params.validate());
+  if (r.params.logprobs > config_.max_logprobs)
+    return field_error("logprobs", std::to_string(r.params.logprobs) + " exceeds this engine's " +
+                                       "max_logprobs of " + std::to_string(config_.max_logprobs));
   for (int id : r.params.stop_token_ids)
     if (id >= mc.vocab_size)
       return field_error("stop_token_ids", "id " + std::to_string(id) +

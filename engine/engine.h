@@ -42,6 +42,11 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
   int max_priority = 1000;  // priorities outside [-max, max] are refused
+  // The most logprobs a request may ask for (SamplingParams::logprobs), in [0, 20]; more is
+  // refused at submit. With device sampling the engine reserves the logprobs op's buffers for
+  // every sequence of a step ([max_num_seqs, vocab] f32 for its copy of their logits: 125 MiB
+  // at 256 sequences and a 128K vocabulary); 0 reserves none.
+  int max_logprobs = SamplingParams::kMaxLogprobs;
   // Decode steps replayed as step graphs (CUDA graphs) on backends that have them, in batch
   // buckets 1, 2, 4, ... up to the largest step (LlamaModel::enable_decode_graphs). Off by
   // default until a GPU run has checked it (scripts/device-check.sh compares both).

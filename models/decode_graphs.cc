@@ -77,8 +77,9 @@ Status LlamaModel::launch_decode_graph(const ForwardBatch& batch, KvCache& cache
   p.penalty_ids.assign(batch.penalty_ids.begin(), batch.penalty_ids.end());
   p.penalty_counts.assign(batch.penalty_counts.begin(), batch.penalty_counts.end());
 
-  PAGODA_RETURN_IF_ERROR(
-      reserve(bucket, bucket, bucket * W, bucket, static_cast<int>(batch.penalty_ids.size())));
+  PAGODA_RETURN_IF_ERROR(reserve(bucket, bucket, bucket * W, bucket,
+                                 static_cast<int>(batch.penalty_ids.size()),
+                                 batch.num_logprob_rows));
   PAGODA_RETURN_IF_ERROR(inputs_.upload(backend_, p));
   // Every K and V buffer the graphs write into: a new cache may reuse some old addresses and
   // not others, so one pointer is not enough to tell.

@@ -181,9 +181,10 @@ KvCacheShape LlamaModel::kv_cache_shape(int num_blocks, int block_size) const {
   return s;
 }
 
-Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_rows,
-                           int penalties) {
-  if (tokens < 0 || seqs < 0 || block_entries < 0 || sample_rows < 0 || penalties < 0)
+Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_rows, int penalties,
+                           int logprob_rows) {
+  if (tokens < 0 || seqs < 0 || block_entries < 0 || sample_rows < 0 || penalties < 0 ||
+      logprob_rows < 0)
     return InvalidArgument("reserve: negative size");
   if (step_.in_flight)
     return FailedPrecondition("reserve: a step is in flight; collect() it first");
@@ -203,7 +204,7 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
     if (!made.ok()) {
       // Some buffers may now be smaller than their group's capacity says: forget every
       // capacity, so the next reserve() checks each buffer's size again.
-      w.capacity_tokens = w.capacity_sample_rows = 0;
+      w.capacity_tokens = w.capacity_sample_rows = w.capacity_logprob_rows = 0;
       return made.status();
     }
     *b = std::move(made).value();
@@ -230,14 +231,21 @@ Status LlamaModel::reserve(int tokens, int seqs, int block_entries, int sample_r
     PAGODA_RETURN_IF_ERROR(grow(&w.picked_normed, r * c.hidden_size * a));
     PAGODA_RETURN_IF_ERROR(grow(&w.logits, r * c.vocab_size * sizeof(float)));
     PAGODA_RETURN_IF_ERROR(grow(&w.argmax, r * sizeof(int32_t)));
-    PAGODA_RETURN_IF_ERROR(grow(&w.logprob_logits, r * c.vocab_size * sizeof(float)));
-    const size_t logprob_words = r * (1 + 2 * size_t{kMaxTopLogprobs});
-    PAGODA_RETURN_IF_ERROR(grow(&w.logprobs, logprob_words * sizeof(int32_t)));
     // Host memory a step's logits and ids are copied into asynchronously (launch/collect).
     PAGODA_RETURN_IF_ERROR(grow(&w.logits_host, r * c.vocab_size * sizeof(float), /*host=*/true));
     PAGODA_RETURN_IF_ERROR(grow(&w.ids_host, r * sizeof(int32_t), /*host=*/true));
-    PAGODA_RETURN_IF_ERROR(grow(&w.logprobs_host, logprob_words * sizeof(int32_t), /*host=*/true));
     w.capacity_sample_rows = sample_rows;
+  }
+  // The logprobs op's rows: a copy of their logits (the sample op overwrites the logits) and
+  // 1 + 2 kMaxTopLogprobs result words each, on the device and in staging. Only as many as a
+  // caller may ask for (an engine that allows no logprobs reserves none).
+  if (logprob_rows > w.capacity_logprob_rows) {
+    const size_t r = static_cast<size_t>(logprob_rows);
+    const size_t words = r * (1 + 2 * size_t{kMaxTopLogprobs});
+    PAGODA_RETURN_IF_ERROR(grow(&w.logprob_logits, r * c.vocab_size * sizeof(float)));
+    PAGODA_RETURN_IF_ERROR(grow(&w.logprobs, words * sizeof(int32_t)));
+    PAGODA_RETURN_IF_ERROR(grow(&w.logprobs_host, words * sizeof(int32_t), /*host=*/true));
+    w.capacity_logprob_rows = logprob_rows;
   }
   // The step's inputs (StepInputs); penalty tables: most requests have none, 256 distinct
   // tokens per row before any growth (penalties >= 0 asks for more).
@@ -343,9 +351,9 @@ Status LlamaModel::launch_checked(const ForwardBatch& batch, KvCache& cache, boo
     return launch_decode_graph(batch, cache, bucket, want_ids);
   const int64_t T = batch.num_tokens(), B = batch.num_seqs(),
                 R = static_cast<int64_t>(batch.sample_rows.size());
-  PAGODA_RETURN_IF_ERROR(reserve(static_cast<int>(T), static_cast<int>(B),
-                                 static_cast<int>(batch.block_tables.size()), static_cast<int>(R),
-                                 static_cast<int>(batch.penalty_ids.size())));
+  PAGODA_RETURN_IF_ERROR(reserve(
+      static_cast<int>(T), static_cast<int>(B), static_cast<int>(batch.block_tables.size()),
+      static_cast<int>(R), static_cast<int>(batch.penalty_ids.size()), batch.num_logprob_rows));
   PAGODA_RETURN_IF_ERROR(inputs_.upload(backend_, batch));
   const bool ids = want_ids && R > 0;
   PAGODA_RETURN_IF_ERROR(
@@ -403,7 +411,7 @@ Status LlamaModel::logprobs_on_device(const ForwardBatch& batch, int64_t first_r
        TensorView(out, DType::kF32, {P}, dev), TensorView(out + P, DType::kI32, {P, K}, dev),
        TensorView(out + P + P * K, DType::kF32, {P, K}, dev)}));
   const size_t bytes = static_cast<size_t>(P * (1 + 2 * K)) * sizeof(int32_t);
-  PAGODA_CHECK_GE(ws_.logprobs_host.size(), bytes);  // reserve() sized it for the sample rows
+  PAGODA_CHECK_GE(ws_.logprobs_host.size(), bytes);  // reserve() sized it for the logprob rows
   PAGODA_RETURN_IF_ERROR(backend_->copy_to_host_async(ws_.logprobs_host.data(), out, bytes));
   step_.logprob_rows = P;
   step_.top_logprobs = K;
@@ -498,6 +506,7 @@ Status LlamaModel::queue_outputs(const ForwardBatch& batch, int64_t real_rows, b
   // The sample op overwrites the logits: the logprob rows' are copied aside first (on the
   // device; far cheaper than bringing [P, vocab] floats to the host).
   if (P > 0 && sample) {
+    PAGODA_CHECK_GE(ws_.logprob_logits.size(), static_cast<size_t>(P * V) * sizeof(float));
     PAGODA_RETURN_IF_ERROR(be.copy_on_device_async(ws_.logprob_logits.data(),
                                                    static_cast<float*>(ws_.logits.data()) + L * V,
                                                    static_cast<size_t>(P * V) * sizeof(float)));

@@ -110,13 +110,16 @@ class LlamaModel {
 
   // Grows the activation workspace and the step inputs to hold a step of up to `tokens` tokens
   // from `seqs` sequences with `block_entries` block-table entries in all, `sample_rows` rows
-  // of logits and `penalties` penalty-table entries (at least 256 per sample row are kept).
+  // of logits, `penalties` penalty-table entries (at least 256 per sample row are kept) and
+  // `logprob_rows` rows of the logprobs op (its copy of their logits, [rows, vocab] f32, and
+  // its results).
   // forward() grows them on demand; a caller that reserves its largest step up front gets no
   // allocation inside a step (and sizes the KV cache from what is left). The page-locked host
   // buffers that a step's logits and ids come back into are sized here too (R rows; host
   // memory, not in workspace_bytes). FailedPrecondition
   // while a step is in flight (its buffers may not move under it).
-  Status reserve(int tokens, int seqs, int block_entries, int sample_rows, int penalties = 0);
+  Status reserve(int tokens, int seqs, int block_entries, int sample_rows, int penalties = 0,
+                 int logprob_rows = 0);
   // How many times the workspace has grown (every buffer of one reserve() counts once).
   int64_t workspace_grows() const { return ws_.grows; }
   size_t workspace_bytes() const;  // on the backend's device (not the host staging buffers)
@@ -156,6 +159,7 @@ class LlamaModel {
   struct Workspace {
     int capacity_tokens = 0;
     int capacity_sample_rows = 0;
+    int capacity_logprob_rows = 0;
     int64_t grows = 0;                                   // also counts moves of the step inputs
     DeviceBuffer hidden, residual, normed, wide;         // [T, *]
     DeviceBuffer picked, picked_normed, logits, argmax;  // [R, *]

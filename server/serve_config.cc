@@ -33,6 +33,7 @@ const std::vector<std::string>& serve_flag_names() {
                                                  "cuda-graphs",
                                                  "device-sampling",
                                                  "async-scheduling",
+                                                 "max-logprobs",
                                                  "metrics-host",
                                                  "metrics-port",
                                                  "policy-file",
@@ -183,6 +184,9 @@ StatusOr<ServeConfig> parse_serve_config(const std::vector<std::string>& args) {
   PAGODA_RETURN_IF_ERROR(get_bool("cuda-graphs", false, &c.engine.decode_graphs));
   PAGODA_RETURN_IF_ERROR(get_bool("device-sampling", true, &c.engine.device_sampling));
   PAGODA_RETURN_IF_ERROR(get_bool("async-scheduling", false, &c.engine.async_scheduling));
+  PAGODA_RETURN_IF_ERROR(
+      get_int("max-logprobs", c.engine.max_logprobs, 0, SamplingParams::kMaxLogprobs, &v));
+  c.engine.max_logprobs = static_cast<int>(v);
   PAGODA_RETURN_IF_ERROR(get_int("max-queue-requests", c.max_queue_requests, 1, 1 << 24, &v));
   c.max_queue_requests = static_cast<int>(v);
   PAGODA_RETURN_IF_ERROR(

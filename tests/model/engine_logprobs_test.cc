@@ -232,6 +232,55 @@ TEST_F(EngineLogprobsTest, BackendAndHostLogprobsAgree) {
   }
 }
 
+// EngineConfig::max_logprobs caps what a request may ask for (refused at submit, naming the
+// field), and 0 reserves none of the logprobs op's memory (its copy of the logits of every
+// sequence of a step is the big part).
+TEST_F(EngineLogprobsTest, MaxLogprobsIsEnforcedAndZeroReservesNoLogprobBuffers) {
+  EngineConfig capped;
+  capped.max_logprobs = 3;
+  auto engine = Engine::create(model_, tokenizer_, capped);
+  ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+  Request r;
+  r.prompt_ids = {1, 400};
+  r.params.max_tokens = 2;
+  r.params.logprobs = 4;
+  const auto refused = (*engine)->submit(r);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("max_logprobs of 3"), std::string::npos)
+      << refused.status().message();
+  r.params.logprobs = 3;
+  const auto ok = (*engine)->submit(r);
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(collect(*ok->outputs, 3).logprobs.size(), 2u);
+  engine->reset();
+
+  EngineConfig bad;
+  bad.max_logprobs = 21;
+  EXPECT_EQ(Engine::create(model_, tokenizer_, bad).status().code(), StatusCode::kInvalidArgument);
+
+  // Fresh models (a workspace only grows): the same engine with and without logprobs.
+  size_t bytes[2] = {0, 0};
+  for (int allowed : {0, 1}) {
+    auto model = LlamaModel::create(*loaded_, backend_);
+    ASSERT_TRUE(model.ok());
+    EngineConfig c;
+    c.max_logprobs = allowed;
+    auto e = Engine::create(model->get(), tokenizer_, c);
+    ASSERT_TRUE(e.ok()) << e.status().to_string();
+    bytes[allowed] = (*model)->workspace_bytes();
+    if (allowed == 0) {
+      Request one;
+      one.prompt_ids = {1, 400};
+      one.params.logprobs = 1;
+      EXPECT_EQ((*e)->submit(one).status().code(), StatusCode::kInvalidArgument);
+    }
+    e->reset();
+  }
+  const size_t seqs = static_cast<size_t>(EngineConfig{}.max_num_seqs);
+  EXPECT_GE(bytes[1] - bytes[0], seqs * model_->config().vocab_size * sizeof(float));
+}
+
 TEST_F(EngineLogprobsTest, OutOfRangeIsRefusedAtSubmit) {
   auto engine = Engine::create(model_, tokenizer_, EngineConfig{});
   ASSERT_TRUE(engine.ok());

@@ -359,7 +359,13 @@ TEST_F(StepLaunchTest, AReservedStepAllocatesNothing) {
   const int64_t staging0 = rec_->staging_allocations;
   ASSERT_TRUE(model_->reserve(64, 8, 64, 8).ok());
   EXPECT_EQ(rec_->allocated_bytes - device0, model_->workspace_bytes());
-  // StepInputs', the logits', the ids', the logprobs'
+  EXPECT_EQ(rec_->staging_allocations - staging0, 3);  // StepInputs', the logits', the ids'
+  // Then logprob rows: their copy of the logits and results on the device, staging for those.
+  const size_t without_logprobs = model_->workspace_bytes();
+  ASSERT_TRUE(model_->reserve(64, 8, 64, 8, 0, 8).ok());
+  EXPECT_EQ(rec_->allocated_bytes - device0, model_->workspace_bytes());
+  EXPECT_GE(model_->workspace_bytes() - without_logprobs,
+            size_t{8} * static_cast<size_t>(vocab()) * sizeof(float));
   EXPECT_EQ(rec_->staging_allocations - staging0, 4);
   const int64_t allocations = rec_->allocations + rec_->staging_allocations;
   for (int step = 0; step < 4; ++step) {

@@ -36,6 +36,7 @@ prefix-caching: false
 cuda-graphs: true
 device-sampling: false
 async-scheduling: true
+max-logprobs: 3
 drain_timeout: 2.5
 )");
   auto c = parse_serve_config({"--config", path, "--port", "7000"});
@@ -47,6 +48,7 @@ drain_timeout: 2.5
   EXPECT_TRUE(c->engine.decode_graphs);
   EXPECT_FALSE(c->engine.device_sampling);
   EXPECT_TRUE(c->engine.async_scheduling);
+  EXPECT_EQ(c->engine.max_logprobs, 3);
   EXPECT_DOUBLE_EQ(c->drain_timeout_seconds, 2.5);
 }
 
@@ -69,6 +71,7 @@ TEST(ServeConfigTest, ErrorsNameTheKeyOrFlag) {
   expect_error({"--cuda-graphs", "yes"}, "--cuda-graphs must be true or false");
   expect_error({"--device-sampling", "1"}, "--device-sampling must be true or false");
   expect_error({"--async-scheduling", "yes"}, "--async-scheduling must be true or false");
+  expect_error({"--max-logprobs", "21"}, "--max-logprobs must be in [0, 20]");
   expect_error({"--bogus", "1"}, "unknown flag --bogus");
   expect_error({"--config"}, "--config needs a value");
 }
