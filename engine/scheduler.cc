@@ -170,32 +170,51 @@ StepPlan Scheduler::schedule() {
 
   int budget = config_.max_num_batched_tokens;
   plan.seqs.reserve(std::min<size_t>(running_.size() + 8, config_.max_num_seqs));
+  // Lookahead: a request sampling in the running plan decodes that token next, unless the
+  // token surely ends it (max_tokens, max_model_len: update() will end it, and free its blocks,
+  // before this plan runs).
+  const auto pending_input = [&](const RequestState* r) {
+    return lookahead && r->planned_step == running_plan && r->sample_due;
+  };
+  const auto surely_ends = [&](const RequestState* r) {
+    return pending_input(r) && (r->num_output() + 1 >= r->max_tokens ||
+                                static_cast<int>(r->tokens.size()) + 1 >= config_.max_model_len);
+  };
+  // Out of blocks while such a request holds some, a lookahead waits (its request is left out
+  // of this plan, as is admitting anyone) rather than preempt: the next plan sees those blocks
+  // free. A preemption costs a recompute of the victim's whole context; waiting costs a step.
+  const bool blocks_coming = std::any_of(running_.begin(), running_.end(), [&](const auto* r) {
+    return surely_ends(r) && !r->kv.blocks.empty();
+  });
+  bool waited = false;
   // Running requests, in policy order. Victims come from the back, so every request already
   // planned this step (in front of the current one) stays planned.
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     RequestState* r = running_[i];
-    // Lookahead: a request sampling in the running plan decodes that token next, unless the
-    // token surely ends it (update() will end it before this plan's results come).
-    const bool pending = lookahead && r->planned_step == running_plan && r->sample_due;
+    const bool pending = pending_input(r);
+    if (surely_ends(r)) continue;
     const int known = static_cast<int>(r->tokens.size()) + (pending ? 1 : 0);
-    if (pending && (r->num_output() + 1 >= r->max_tokens || known >= config_.max_model_len))
-      continue;
     const int n = std::min(known - r->num_scheduled, budget);
     PAGODA_CHECK_GT(n, 0);
     // A victim may be in the running plan (lookahead): see preempt_last_running.
-    bool preempted_self = false;
+    bool preempted_self = false, wait = false;
     while (!kv_.allocate(&r->kv, r->num_scheduled + n)) {
+      if ((wait = blocks_coming)) break;
       preempted_self = running_.back() == r;
       preempt_last_running(&plan);
       if (preempted_self) break;
     }
     if (preempted_self) break;  // it was the last one
+    if (wait) {                 // later requests that need no new block still run
+      waited = true;
+      continue;
+    }
     plan.seqs.push_back(plan_seq(r, n, plan.step, pending));
     budget -= n;
   }
 
   // Waiting requests, in policy order, while everything fits.
-  while (plan.preempted.empty() && budget > 0 && !waiting_.empty() &&
+  while (!waited && plan.preempted.empty() && budget > 0 && !waiting_.empty() &&
          static_cast<int>(running_.size()) < config_.max_num_seqs) {
     RequestState* r = *waiting_.begin();
     const PrefixMatch match = kv_.match_prefix(&r->kv, r->tokens);

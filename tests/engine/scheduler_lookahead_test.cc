@@ -1,7 +1,7 @@
 // Lookahead (async scheduling) by tables: plan N+1 while plan N awaits its update(), as the
 // engine does while step N runs on the device. Each case scripts the calls and checks every
-// plan's rows {id, start, n, sample, input_pending}, what ended when, and the stall that hands
-// control back to a normal, preempting schedule().
+// plan's rows {id, start, n, sample, input_pending}, what ended when, and when a lookahead
+// preempts or waits.
 #include <gtest/gtest.h>
 
 #include <ostream>
@@ -143,6 +143,37 @@ TEST(SchedulerLookaheadTest, PreemptingARequestInFlightDropsWhatItsStepComputes)
       ids(s.update(p3, std::vector<SampledToken>{{1, 9, true}, {2, 6, false}}), EndReason::kStop),
       (std::vector<RequestId>{1}));
   EXPECT_EQ(s.find(2)->tokens, (std::vector<int32_t>{2, 2, 2, 2, 6}));
+  s.check_invariants();
+}
+
+// Out of blocks while a request that the running plan surely ends (max_tokens) still holds
+// some, a lookahead leaves the request that needs a block out instead of preempting anyone
+// (a preemption would recompute a whole context; the blocks are free at the next plan); a
+// request after it that needs no new block still runs, and nobody is admitted meanwhile.
+TEST(SchedulerLookaheadTest, OutOfBlocksItWaitsForThoseOfARequestSurelyEnding) {
+  Scheduler s = make(4, 3, 16, 12);
+  add(s, 1, 4, 1);  // its first token is its last
+  add(s, 2, 4, 8);
+  add(s, 3, 2, 8);
+  add(s, 4, 2, 8);  // waits: max_num_seqs would allow it, the blocks do not
+  const StepPlan p1 = s.schedule();
+  EXPECT_EQ(rows(p1), (std::vector<Row>{{1, 0, 4, S, K}, {2, 0, 4, S, K}, {3, 0, 2, S, K}}));
+  const StepPlan p2 = s.schedule();  // step 1 in flight; 2 needs a block, 1 will free one
+  EXPECT_EQ(rows(p2), (std::vector<Row>{{3, 2, 1, S, P}}));
+  EXPECT_TRUE(p2.preempted.empty());
+  EXPECT_TRUE(s.planned_in(2, p1.step));  // its step-1 token still counts
+  s.check_invariants();
+  EXPECT_EQ(
+      ids(s.update(p1, std::vector<SampledToken>{{1, 5, false}, {2, 6, false}, {3, 7, false}}),
+          EndReason::kMaxTokens),
+      (std::vector<RequestId>{1}));
+  EXPECT_EQ(s.find(2)->tokens, (std::vector<int32_t>{2, 2, 2, 2, 6}));
+  s.check_invariants();
+  // Step 2 in flight: 2 decodes its known token in the block 1 gave back; 3 its pending one.
+  const StepPlan p3 = s.schedule();
+  EXPECT_EQ(rows(p3), (std::vector<Row>{{2, 4, 1, S, K}, {3, 3, 1, S, P}}));
+  EXPECT_TRUE(p3.preempted.empty());
+  EXPECT_EQ(s.num_preemptions(), 0);
   s.check_invariants();
 }
 
