@@ -1,5 +1,5 @@
 """Bad input: every case is INVALID_ARGUMENT with a message naming the field, on Complete and on
-Generate, and the server keeps serving afterwards.
+Generate, and the server keeps serving afterwards; and --max-logprobs.
 
 Invalid UTF-8 cannot be put into a `string` field through the protobuf API (Python strings are
 Unicode, and the serializer refuses lone surrogates), so those requests are serialized by hand:
@@ -135,6 +135,23 @@ class BadInputTest(ServerTestCase):
             pass
         r = self.client.complete(PROMPT, max_tokens=20, temperature=0)
         self.assertTrue(r.text.startswith(", there was a little girl named Lily"), r.text)
+        self.assertIdle()
+
+
+class MaxLogprobsTest(ServerTestCase):
+    """`pagoda serve --max-logprobs 2`: a request for more logprobs is INVALID_ARGUMENT naming
+    the limit; one within it gets them."""
+    SERVER_ARGS = ("--max-logprobs", "2")
+
+    def test_more_than_the_limit_is_refused(self):
+        req = build_request(prompt=PROMPT, max_tokens=4, logprobs=3)
+        for rpc in (self.client.complete, self.client.generate):
+            err = self.assertRpcError(INVALID, rpc, request=req)
+            self.assertIn("max_logprobs of 2", err.details() or "")
+        full = self.client.complete(PROMPT, temperature=0, max_tokens=4, logprobs=2)
+        self.assertEqual(len(full.logprobs), 4)
+        for lp in full.logprobs:
+            self.assertEqual(len(lp.top), 2)
         self.assertIdle()
 
 
