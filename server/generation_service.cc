@@ -540,6 +540,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::Get
   resp->set_dtype(m.dtype);
   resp->set_architecture(m.architecture);
   resp->set_backend(m.backend);
+  resp->set_max_logprobs(static_cast<uint32_t>(m.max_logprobs));
   return grpc::Status::OK;
 }
 

@@ -99,6 +99,7 @@ StatusOr<LoadedServing> load_and_warm(const ServeConfig& c, const std::string& m
   identity->backend = s.backend->name();
   identity->context_length = s.engine->scheduler_config().max_model_len;
   identity->vocab_size = mc.vocab_size;
+  identity->max_logprobs = c.engine.max_logprobs;
   return s;
 }
 

@@ -26,6 +26,7 @@ struct ModelIdentity {
   std::string id, revision, dtype, architecture, backend;
   int context_length = 0;
   int vocab_size = 0;
+  int max_logprobs = 0;
 };
 
 std::string make_instance_id();  // 16 random hex digits

@@ -156,6 +156,7 @@ struct ModelInfo {
   std::string dtype;
   std::string architecture;
   std::string backend;
+  int max_logprobs = 0;  // the most logprobs a request may ask for
 };
 
 struct ServerInfo {

@@ -146,7 +146,8 @@ ModelInfo from_proto(const pagoda::v1::ModelInfo& m) {
           static_cast<int>(m.vocab_size()),
           m.dtype(),
           m.architecture(),
-          m.backend()};
+          m.backend(),
+          static_cast<int>(m.max_logprobs())};
 }
 
 ServerInfo from_proto(const pagoda::v1::ServerInfo& s) {

@@ -144,6 +144,7 @@ class MaxLogprobsTest(ServerTestCase):
     SERVER_ARGS = ("--max-logprobs", "2")
 
     def test_more_than_the_limit_is_refused(self):
+        self.assertEqual(self.client.model_info().max_logprobs, 2)
         req = build_request(prompt=PROMPT, max_tokens=4, logprobs=3)
         for rpc in (self.client.complete, self.client.generate):
             err = self.assertRpcError(INVALID, rpc, request=req)

@@ -192,6 +192,7 @@ TEST_F(GenerationTest, ModelInfoIsSane) {
   EXPECT_EQ(info->vocab_size, 512);
   EXPECT_EQ(info->context_length, 512);
   EXPECT_EQ(info->architecture, "llama");
+  EXPECT_EQ(info->max_logprobs, 20);  // pagoda serve's default
   EXPECT_FALSE(info->dtype.empty());
   EXPECT_FALSE(info->backend.empty());
   ASSERT_FALSE(info->revision.empty());

@@ -134,7 +134,8 @@ class Client:
     # --- information -------------------------------------------------------------------------
 
     def model_info(self, *, timeout=_UNSET):
-        """ModelInfo: id, revision, context_length, vocab_size, dtype, architecture, backend."""
+        """ModelInfo: id, revision, context_length, vocab_size, dtype, architecture, backend,
+        max_logprobs."""
         return self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._timeout(timeout))
 
     def server_info(self, *, timeout=_UNSET):
