@@ -179,8 +179,10 @@ void print_table(const std::string& shape, DType dtype, const std::string& backe
     }
     if (sampling.logprobs > 0) {
       const size_t used = std::strlen(how);
+      // Greedy rows take the backend's argmax, and its logprobs, either way.
+      const bool on_backend = device_sampling || !(sampling.temperature > 0);
       std::snprintf(how + used, sizeof(how) - used, ", %d logprobs on the %s", sampling.logprobs,
-                    device_sampling ? "backend" : "host");
+                    on_backend ? "backend" : "host");
     }
     const double batch_tps = b.output_tokens / b.seconds;
     char single[64] = "-", gain[32] = "-", idle[32] = "-";

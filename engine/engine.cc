@@ -56,8 +56,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(LlamaModel* model, const Tokeni
     const int64_t entries = int64_t{seqs} * blocks_per_seq;
     if (entries > (int64_t{1} << 30))
       return field_error("max_num_seqs", "times max_model_len / block_size is too large");
-    // Logprob rows only where the logprobs op runs (device sampling) and they are allowed.
-    const int logprob_rows = config.device_sampling && config.max_logprobs > 0 ? seqs : 0;
+    // Rows of the logprobs op, when logprobs are allowed.
+    const int logprob_rows = config.max_logprobs > 0 ? seqs : 0;
     PAGODA_RETURN_IF_ERROR(model->reserve(sc.max_num_batched_tokens, seqs,
                                           static_cast<int>(entries), seqs, 0, logprob_rows));
     if (config.decode_graphs) {

@@ -43,8 +43,8 @@ struct EngineConfig {
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
   int max_priority = 1000;  // priorities outside [-max, max] are refused
   // The most logprobs a request may ask for (SamplingParams::logprobs), in [0, 20]; more is
-  // refused at submit. With device sampling the engine reserves the logprobs op's buffers for
-  // every sequence of a step ([max_num_seqs, vocab] f32 for its copy of their logits: 125 MiB
+  // refused at submit. The engine reserves the logprobs op's buffers for every sequence of a
+  // step ([max_num_seqs, vocab] f32 for its copy of their logits: 125 MiB
   // at 256 sequences and a 128K vocabulary); 0 reserves none.
   int max_logprobs = SamplingParams::kMaxLogprobs;
   // Decode steps replayed as step graphs (CUDA graphs) on backends that have them, in batch
@@ -54,9 +54,9 @@ struct EngineConfig {
   // Sampling on the backend (the sample op: the sampler's rule, where the logits are) for every
   // row, and the logprobs of rows that ask for them (the logprobs op), so that a step copies
   // back one id per row (and 1 + 2k numbers per row with k logprobs). Off: only
-  // greedy rows without penalties take the backend's argmax; the others copy their logits to
-  // the host sampler. The tokens are the same either way (up to the rounding of double sums
-  // that kernels/ops.h SampleArgs describes).
+  // greedy rows without penalties take the backend's argmax (and logprobs); the others copy
+  // their logits to the host sampler, which also computes their logprobs. The tokens are the same
+  // either way (up to the rounding of double sums that kernels/ops.h SampleArgs describes).
   bool device_sampling = true;
   // Threads for the per-row host work of a step (logprobs; the host sampler's rows), which
   // runs in parallel across rows: 0 picks min(8, hardware threads); 1 runs it on the engine

@@ -30,11 +30,11 @@ struct Engine::Live {
   PenaltyTable penalties;               // with device sampling and a penalty on
 };
 
-// The sampler's greedy path with nothing that needs the logits on the host: no penalties, no
-// logprobs. Then its choice is exactly the backend's argmax (kernels/ops.h ArgmaxArgs).
+// The sampler's greedy path without penalties: its choice is exactly the backend's argmax
+// (kernels/ops.h ArgmaxArgs), and its logprobs, if any, come from the logprobs op.
 inline bool greedy_on_backend(const SamplingParams& p) {
   return (!(p.temperature > 0.0f) || p.top_k == 1) && p.repetition_penalty == 1.0f &&
-         p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f && p.logprobs == 0;
+         p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f;
 }
 
 inline FinishReason from_end_reason(EndReason r, FinishReason stop_reason) {

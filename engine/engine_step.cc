@@ -72,10 +72,10 @@ bool Engine::plan_step(StepSlot* slot) {
     l.timeline.preempted_at.push_back(now);
   }
   if (plan.empty()) return false;
-  // Rows are sampled where the logits are and copy back one id (device sampling: every row,
-  // and rows that ask for logprobs get them there too, copying back 1 + 2k numbers; otherwise
-  // greedy rows without penalties, by argmax, and the rest copy back their logits for the host
-  // sampler and the host's logprobs).
+  // Rows are sampled where the logits are and copy back one id (device sampling: every row;
+  // otherwise greedy rows without penalties, by argmax, and the rest copy back their logits for
+  // the host sampler and the host's logprobs); those rows' logprobs come from the logprobs op,
+  // 1 + 2k numbers each.
   slot->wants_logits.assign(plan.seqs.size(), 0);
   slot->top_logprobs.assign(plan.seqs.size(), 0);
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
@@ -88,11 +88,8 @@ bool Engine::plan_step(StepSlot* slot) {
     }
     if (!s.sample) continue;
     const SamplingParams& p = l.request.params;
-    if (config_.device_sampling) {
-      slot->top_logprobs[i] = static_cast<uint8_t>(p.logprobs);  // <= kMaxLogprobs
-    } else {
-      slot->wants_logits[i] = !greedy_on_backend(p);
-    }
+    slot->wants_logits[i] = !config_.device_sampling && !greedy_on_backend(p);
+    if (!slot->wants_logits[i]) slot->top_logprobs[i] = static_cast<uint8_t>(p.logprobs);
   }
   runner_->prepare(plan, slot->wants_logits, slot->top_logprobs);
   return true;

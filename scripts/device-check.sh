@@ -212,16 +212,16 @@ done
 # ---- the serving mix through the Engine (issue 7): many requests at once, output tokens/s ----
 # llama3-1b only (8b would not fit the device time): 128 in / 512 out (also with async
 # scheduling, side by side) and 2048 in / 128 out, greedy; then 128 / 512 sampled (T 0.8,
-# top-p 0.95) on the device and on the host sampler; then 128 / 128 with 5 logprobs per token
-# from the logprobs op and from logits copied back to the host.
+# top-p 0.95) on the device and on the host sampler; then 128 / 128 sampled with 5 logprobs per
+# token from the logprobs op (device sampling) and from logits copied back to the host sampler.
 offline_runs=(
   "128in-512out|--input-len 128 --output-len 512"
   "128in-512out-async|--input-len 128 --output-len 512 --async-scheduling true"
   "2048in-128out|--input-len 2048 --output-len 128"
   "128in-512out-sampled-device|--input-len 128 --output-len 512 --temperature 0.8 --top-p 0.95"
   "128in-512out-sampled-host|--input-len 128 --output-len 512 --temperature 0.8 --top-p 0.95 --device-sampling false"
-  "128in-128out-logprobs5-device|--input-len 128 --output-len 128 --logprobs 5"
-  "128in-128out-logprobs5-host|--input-len 128 --output-len 128 --logprobs 5 --device-sampling false"
+  "128in-128out-logprobs5-device|--input-len 128 --output-len 128 --temperature 0.8 --top-p 0.95 --logprobs 5"
+  "128in-128out-logprobs5-host|--input-len 128 --output-len 128 --temperature 0.8 --top-p 0.95 --logprobs 5 --device-sampling false"
 )
 for run in "${offline_runs[@]}"; do
   name="offline-llama3-1b-${run%%|*}"

@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "kernels/backend_factory.h"
 #include "models/llama.h"
+#include "tests/model/recording_backend.h"
 #include "tests/model/request_stream.h"
 #include "tests/model/stories_fixture.h"
 #include "tokenizer/tokenizer.h"
@@ -279,6 +280,42 @@ TEST_F(EngineLogprobsTest, MaxLogprobsIsEnforcedAndZeroReservesNoLogprobBuffers)
   }
   const size_t seqs = static_cast<size_t>(EngineConfig{}.max_num_seqs);
   EXPECT_GE(bytes[1] - bytes[0], seqs * model_->config().vocab_size * sizeof(float));
+}
+
+// Without device sampling, greedy rows without penalties still take the backend's argmax and
+// its logprobs op (no logits come back); sampled rows get theirs from the host sampler's logits.
+TEST_F(EngineLogprobsTest, WithoutDeviceSamplingGreedyRowsUseTheLogprobsOp) {
+  auto rec = std::make_unique<testing::RecordingBackend>(make_backend("cpu", 2).value());
+  auto model = LlamaModel::create(*loaded_, rec.get());
+  ASSERT_TRUE(model.ok());
+  EngineConfig off;
+  off.device_sampling = false;
+  for (float temperature : {0.0f, 0.8f}) {
+    SCOPED_TRACE(::testing::Message() << "temperature " << temperature);
+    const std::vector<Request> reqs = requests(temperature, 3);
+    const auto want = run_all(reqs);  // device sampling, on the fixture's model
+    const int64_t calls = rec->logprobs_calls;
+    auto engine = Engine::create(model->get(), tokenizer_, off);
+    ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+    std::vector<RequestHandle> handles;
+    for (const Request& r : reqs) handles.push_back((*engine)->submit(r).value());
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      const Collected got = collect(*handles[i].outputs, 3);
+      EXPECT_EQ(got.ids, want[i].ids) << "request " << i;
+      ASSERT_EQ(got.logprobs.size(), want[i].logprobs.size()) << "request " << i;
+      for (size_t t = 0; t < got.logprobs.size(); ++t) {
+        EXPECT_EQ(got.logprobs[t].logprob, want[i].logprobs[t].logprob) << i << " " << t;
+        EXPECT_EQ(got.logprobs[t].top, want[i].logprobs[t].top) << i << " " << t;
+      }
+    }
+    engine->reset();
+    if (temperature > 0) {
+      EXPECT_EQ(rec->logprobs_calls, calls) << "sampled rows' logprobs are the host's";
+    } else {
+      EXPECT_GT(rec->logprobs_calls, calls) << "greedy rows' logprobs are the backend's";
+    }
+  }
+  model->reset();  // before its backend
 }
 
 TEST_F(EngineLogprobsTest, OutOfRangeIsRefusedAtSubmit) {

@@ -106,7 +106,10 @@ class RecordingBackend final : public Backend {
   Status attention(const AttentionArgs& a) override { return op(&Backend::attention, a); }
   Status gather_rows(const GatherRowsArgs& a) override { return op(&Backend::gather_rows, a); }
   Status argmax(const ArgmaxArgs& a) override { return op(&Backend::argmax, a); }
-  Status logprobs(const LogprobsArgs& a) override { return op(&Backend::logprobs, a); }
+  Status logprobs(const LogprobsArgs& a) override {
+    ++logprobs_calls;
+    return op(&Backend::logprobs, a);
+  }
   Status sample(const SampleArgs& a) override {
     const int64_t call = sample_calls++;
     if (fail_sample || call == fail_sample_call)
@@ -150,6 +153,7 @@ class RecordingBackend final : public Backend {
   size_t allocated_bytes = 0;     // by allocate(): device memory (never decreases)
   bool fail_sample = false;       // sample() fails: a step that breaks after its uploads
   int64_t sample_calls = 0;       // sample() calls so far
+  int64_t logprobs_calls = 0;     // logprobs() calls so far
   int64_t fail_sample_call = -1;  // the one sample() call (0-based) that fails, if >= 0
 
  private:
