@@ -30,24 +30,33 @@ t_start=$(date +%s)
 
 declare -a rows=()
 declare -a bench_tables=()
-row() { rows+=("| $1 | $2 |"); }
 elapsed() { echo "$(($(date +%s) - $1)) s"; }
 
-finish() {
+# The table so far, rewritten after every row: a run cut off by the caller's time limit still
+# leaves what it found in $OUT/device-check.md.
+write_table() {
   {
     echo "## pagoda device check — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "| step | result |"
     echo "|---|---|"
     printf '%s\n' "${rows[@]}"
-    echo "| total | $(elapsed "$t_start") |"
+    echo "| ${1:-so far} | $(elapsed "$t_start") |"
     for f in "${bench_tables[@]}"; do
       echo
       echo "### $(basename "$f" .md)"
       echo
       cat "$f"
     done
-  } >"$logs/device-check.md"
+  } >"$logs/device-check.md.tmp" && mv "$logs/device-check.md.tmp" "$logs/device-check.md"
+}
+row() {
+  rows+=("| $1 | $2 |")
+  write_table
+}
+
+finish() {
+  write_table total
   echo
   cat "$logs/device-check.md"
   exit "$1"
@@ -200,8 +209,8 @@ for run in "${bench_runs[@]}"; do
     >"$logs/bench-device-$name.md" 2>"$logs/bench-device-$name.log"
   brc=$?
   if [[ $brc -eq 0 ]]; then
-    row "bench $name" "ok ($(elapsed "$t")): bench-device-$name.md / .json"
     bench_tables+=("$logs/bench-device-$name.md")
+    row "bench $name" "ok ($(elapsed "$t")): bench-device-$name.md / .json"
   else
     tail -5 "$logs/bench-device-$name.log"
     row "bench $name" "FAILED (exit $brc, see bench-device-$name.log)"
@@ -237,8 +246,8 @@ for run in "${offline_runs[@]}"; do
     >"$logs/bench-$name.md" 2>"$logs/bench-$name.log"
   brc=$?
   if [[ $brc -eq 0 ]]; then
-    row "bench $name" "ok ($(elapsed "$t")): bench-$name.md"
     bench_tables+=("$logs/bench-$name.md")
+    row "bench $name" "ok ($(elapsed "$t")): bench-$name.md"
   else
     tail -5 "$logs/bench-$name.log"
     row "bench $name" "FAILED (exit $brc, see bench-$name.log)"
