@@ -292,7 +292,7 @@ void Engine::host_row_work(StepSlot* slot, bool sample) {
       sort_top_logprobs(out.top);
       continue;
     }
-    if (!slot->wants_logits[i]) continue;  // then it has no logits here, nor asks logprobs
+    if (!slot->wants_logits[i]) continue;  // no logits here (and no logprobs, or the backend's)
     if (sample ? on_backend : l->request.params.logprobs == 0 || slot->row_tokens[i] < 0) continue;
     host_rows_.push_back({i, sampled.logits.data() + static_cast<size_t>(row) * vocab,
                           &l->request.params, st, l->seed});
