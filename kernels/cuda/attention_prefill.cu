@@ -65,7 +65,8 @@
 // reading them; other CTAs read other pairs, and attention.cu's kernel never touches these rows.
 // Bad metadata of an owned sequence (seq_len < q_len, more blocks than max_blocks, a block id
 // outside [0, num_blocks) among blocks [0, ceil(kend / bs))) is never dereferenced: the run's
-// rows (all G heads) are set to NaN, like attention.cu's kernel does for its rows.
+// rows (all G heads) are set to NaN, like attention.cu's kernel does for its rows; for
+// seq_len < q_len that is every run of the sequence.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -212,7 +213,10 @@ __device__ __forceinline__ void attend_run(const PrefillParams& p, PrefillShared
   const int64_t q_len = static_cast<int64_t>(p.query_start[b + 1]) - qs0;
   const int64_t pos0_64 = static_cast<int64_t>(p.seq_lens[b]) - q_len + (r0 - qs0);
   const int64_t kend_64 = pos0_64 + n_rows;  // <= seq_lens[b] when pos0 >= 0
-  const bool ok = pos0_64 >= 0 && (kend_64 - 1) / p.block_size < p.max_blocks;
+  // seq_len < q_len is bad for every run of the sequence, also a later one whose own first
+  // position comes out >= 0 (found by a host emulation of this kernel).
+  const bool ok = static_cast<int64_t>(p.seq_lens[b]) >= q_len && pos0_64 >= 0 &&
+                  (kend_64 - 1) / p.block_size < p.max_blocks;
   const int32_t* table = p.block_tables + static_cast<int64_t>(b) * p.max_blocks;
   const int pos0 = ok ? static_cast<int>(pos0_64) : 0;
   const int kend = ok ? static_cast<int>(kend_64) : 1;
