@@ -112,8 +112,10 @@ struct PlanKey {
   DType ab, out, bias;
   bool epilogue;
   uint32_t align_a, align_b, align_d;
+  uint32_t align_bias;  // with the epilogue; 0 without
   auto tie() const {
-    return std::tie(device, m, n, k, ab, out, bias, epilogue, align_a, align_b, align_d);
+    return std::tie(device, m, n, k, ab, out, bias, epilogue, align_a, align_b, align_d,
+                    align_bias);
   }
   bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
 };
@@ -193,7 +195,9 @@ Status get_workspace(LtState& s, int device, cudaStream_t stream, void** out) {
   return OkStatus();
 }
 
-Status make_plan(cublasLtHandle_t handle, const PlanKey& key, Plan* p) {
+// bias: a bias pointer of the key's alignment (the heuristic reads the alignment off the
+// pointer; unset, it would assume any), or null without the epilogue.
+Status make_plan(cublasLtHandle_t handle, const PlanKey& key, const void* bias, Plan* p) {
   const cudaDataType_t ab = cuda_type(key.ab);
   const cudaDataType_t dt = cuda_type(key.out);
   PAGODA_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -209,6 +213,8 @@ Status make_plan(cublasLtHandle_t handle, const PlanKey& key, Plan* p) {
         cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
     PAGODA_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+    PAGODA_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   // A = w as col-major [K, N] (ld K), B = x as col-major [K, T] (ld K), D = out^T [N, T] (ld N).
   PAGODA_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&p->a, ab, key.k, key.m, key.k));
@@ -247,11 +253,12 @@ Status make_plan(cublasLtHandle_t handle, const PlanKey& key, Plan* p) {
 }
 
 // The plan for key, made on first use. Caller holds s.mu.
-Status get_plan(LtState& s, cublasLtHandle_t handle, const PlanKey& key, const Plan** out) {
+Status get_plan(LtState& s, cublasLtHandle_t handle, const PlanKey& key, const void* bias,
+                const Plan** out) {
   auto it = s.plans.find(key);
   if (it == s.plans.end()) {
     auto p = std::make_unique<Plan>();
-    PAGODA_RETURN_IF_ERROR(make_plan(handle, key, p.get()));
+    PAGODA_RETURN_IF_ERROR(make_plan(handle, key, bias, p.get()));
     if (s.plans.size() >= kMaxPlans) s.plans.clear();
     it = s.plans.emplace(key, std::move(p)).first;
   }
@@ -340,6 +347,7 @@ Status matmul_cuda(const MatmulArgs& a, cudaStream_t stream) {
 
   int device = 0;
   PAGODA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  const bool epilogue = has_bias && a.bias.dtype == a.out.dtype && alignment_of(a.bias.data) >= 16;
   PlanKey key{device,
               N,
               T,
@@ -347,10 +355,11 @@ Status matmul_cuda(const MatmulArgs& a, cudaStream_t stream) {
               a.x.dtype,
               a.out.dtype,
               has_bias ? a.bias.dtype : a.out.dtype,
-              has_bias && a.bias.dtype == a.out.dtype && alignment_of(a.bias.data) >= 16,
+              epilogue,
               alignment_of(a.w.data),
               alignment_of(a.x.data),
-              alignment_of(a.out.data)};
+              alignment_of(a.out.data),
+              epilogue ? alignment_of(a.bias.data) : 0u};
 
   LtState& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
@@ -359,10 +368,11 @@ Status matmul_cuda(const MatmulArgs& a, cudaStream_t stream) {
   const Plan* plan = nullptr;
   PAGODA_RETURN_IF_ERROR(get_handle(s, device, &handle));
   PAGODA_RETURN_IF_ERROR(get_workspace(s, device, stream, &workspace));
-  PAGODA_RETURN_IF_ERROR(get_plan(s, handle, key, &plan));
+  PAGODA_RETURN_IF_ERROR(get_plan(s, handle, key, epilogue ? a.bias.data : nullptr, &plan));
   if (!plan->found && key.epilogue) {  // no algorithm with the epilogue: add bias afterwards
     key.epilogue = false;
-    PAGODA_RETURN_IF_ERROR(get_plan(s, handle, key, &plan));
+    key.align_bias = 0;
+    PAGODA_RETURN_IF_ERROR(get_plan(s, handle, key, nullptr, &plan));
   }
   if (!plan->found) {
     return Unimplemented("matmul: cuBLASLt has no algorithm for x " + a.x.describe() + ", w " +
