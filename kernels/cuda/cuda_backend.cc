@@ -150,10 +150,12 @@ class CudaBackend final : public Backend {
     PAGODA_RETURN_IF_ERROR(scoped.status());
     if (!capturing_) return FailedPrecondition("cuda end_capture: not capturing");
     capturing_ = false;
-    drop_graph(key);
     cudaGraph_t graph = nullptr;
     // Ends the capture even when an op broke it (then the error says so and no graph is kept).
-    PAGODA_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream_.get(), &graph));
+    // The old graph of this key goes only now: no graph call while the stream captures.
+    const cudaError_t ended = cudaStreamEndCapture(stream_.get(), &graph);
+    drop_graph(key);
+    PAGODA_CUDA_RETURN_IF_ERROR(ended);
     cudaGraphExec_t exec = nullptr;
     const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
     (void)cudaGraphDestroy(graph);

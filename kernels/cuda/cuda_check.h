@@ -53,8 +53,12 @@ inline StatusCode status_code_for(cublasStatus_t st) {
 
 // "kernels/cuda/rms_norm.cu:120: cudaGetLastError(): cudaErrorInvalidConfiguration (invalid
 // configuration argument)". OK when err is cudaSuccess.
+// The error is also cleared from the thread's last-error state (a sticky error stays anyway):
+// handed back here, it must not resurface in the next launch's cudaGetLastError() check as
+// that op's failure (e.g. after a failed graph capture, whose step then runs eagerly).
 inline Status cuda_status(cudaError_t err, const char* expr, const char* file, int line) {
   if (err == cudaSuccess) return OkStatus();
+  (void)cudaGetLastError();
   return Status(status_code_for(err), std::string(file) + ":" + std::to_string(line) + ": " + expr +
                                           ": " + cudaGetErrorName(err) + " (" +
                                           cudaGetErrorString(err) + ")");

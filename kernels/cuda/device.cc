@@ -96,14 +96,7 @@ ScopedDevice::ScopedDevice(int device) {
   int current = -1;
   status_ = PAGODA_CUDA_STATUS(cudaGetDevice(&current));
   if (!status_.ok()) return;
-  if (current != device) {
-    status_ = PAGODA_CUDA_STATUS(cudaSetDevice(device));
-    if (status_.ok()) previous_ = current;
-  }
-}
-
-ScopedDevice::~ScopedDevice() {
-  if (previous_ >= 0) (void)cudaSetDevice(previous_);
+  if (current != device) status_ = PAGODA_CUDA_STATUS(cudaSetDevice(device));
 }
 
 StatusOr<Stream> Stream::create(int device) {

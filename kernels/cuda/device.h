@@ -38,19 +38,20 @@ StatusOr<DeviceInfo> device_info(int index);
 // (free, total) bytes on the current device.
 Status memory_info(size_t* free_bytes, size_t* total_bytes);
 
-// Makes `device` current for this thread and restores the previous one on destruction.
-// CUDA's current device is per thread; backend entry points use this because the engine may
-// call them from a thread other than the one that made the backend.
+// Makes `device` current for this thread (when it is not already) and leaves it so. CUDA's
+// current device is per thread; backend entry points use this because the engine may call them
+// from a thread other than the one that made the backend. It does not restore the thread's
+// previous device: a thread that never chose one reports device 0, and since CUDA 12 setting
+// device 0 back would create a context there (hundreds of MiB on GPU 0 for every process that
+// serves on another GPU, and a device switch around every op).
 class ScopedDevice {
  public:
   explicit ScopedDevice(int device);
-  ~ScopedDevice();
   ScopedDevice(const ScopedDevice&) = delete;
   ScopedDevice& operator=(const ScopedDevice&) = delete;
   const Status& status() const { return status_; }
 
  private:
-  int previous_ = -1;
   Status status_;
 };
 
