@@ -65,9 +65,9 @@
 // anything else, and out rows are written last, by the CTA that read them (short rows, walked
 // rows) or by merge_kernel after every split CTA has finished.
 // Bad device-side metadata (query_start not a prefix sum, seq_len < q_len, too many blocks for
-// max_blocks, a block id outside [0, num_blocks)) is never dereferenced: the CTA's rows (all its
-// heads) are set to NaN (a split that meets a bad block id writes NaN partials, and NaN survives
-// the merge).
+// max_blocks: every row of the sequence; a block id outside [0, num_blocks): the rows that
+// reach it) is never dereferenced: the CTA's rows (all its heads) are set to NaN (a split that
+// meets a bad block id writes NaN partials, and NaN survives the merge).
 //
 // Tensor cores for prefill (opt-in, attention_prefill.cu): with p.tc_min_q_len > 0 both kernels
 // here return at once for the rows that path owns (tc_row_owner, from query_start alone).
@@ -160,9 +160,13 @@ __device__ __forceinline__ RowInfo locate_row(const AttentionParams& p, int t) {
   bool ok = b < p.B && p.query_start[b] <= t && t < p.query_start[b + 1];
   int pos = -1;
   if (ok) {
-    const int q_len = p.query_start[b + 1] - p.query_start[b];
-    pos = p.seq_lens[b] - q_len + (t - p.query_start[b]);
-    ok = pos >= 0 && pos / p.block_size < p.max_blocks;
+    // Checked per sequence, so that bad metadata makes all its rows NaN, not only some (with
+    // seq_len < q_len the later rows' positions would come out >= 0; found by a host
+    // emulation of this kernel).
+    const int64_t q_len = static_cast<int64_t>(p.query_start[b + 1]) - p.query_start[b];
+    const int64_t seq_len = p.seq_lens[b];
+    ok = q_len <= seq_len && (seq_len - 1) / p.block_size < p.max_blocks;
+    if (ok) pos = static_cast<int>(seq_len - q_len + (t - p.query_start[b]));
   }
   return {ok, b, pos};
 }
