@@ -414,9 +414,10 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(AttentionParams p) {
 
 // ---- split scratch -----------------------------------------------------------------------
 // The split CTAs' partials live in one kScratchBytes buffer per (device, stream), allocated on
-// the first launch that wants it and kept for the life of the process, as matmul.cu keeps its
-// cuBLASLt workspace: later steps allocate nothing, and a CUDA graph captured later may hold its
-// address (it never moves). Launches on one stream are ordered, so they may share it.
+// the first launch that wants it and kept until the stream's backend goes
+// (attention_release_scratch), as matmul.cu keeps its cuBLASLt workspace: later steps allocate
+// nothing, and a CUDA graph captured later may hold its address (it never moves while the
+// backend lives). Launches on one stream are ordered, so they may share it.
 struct ScratchState {
   std::mutex mu;
   std::map<std::pair<int, cudaStream_t>, float*> buffers;  // null: cudaMalloc ran out of memory
@@ -581,6 +582,17 @@ Status run(const AttentionArgs& a, cudaStream_t stream, Shape shape, int tc_min_
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream) {
   return run(a, stream, Shape::kAuto, attention_tc_min_q_len());
 }
+void attention_release_scratch(cudaStream_t stream) {
+  int device = -1;
+  if (cudaGetDevice(&device) != cudaSuccess) return;
+  ScratchState& s = scratch_state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  const auto it = s.buffers.find({device, stream});
+  if (it == s.buffers.end()) return;
+  if (it->second != nullptr) (void)cudaFree(it->second);
+  s.buffers.erase(it);
+}
+
 Status attention_reserve_scratch(cudaStream_t stream) {
   return split_scratch(stream).status();
 }

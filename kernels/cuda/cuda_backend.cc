@@ -30,6 +30,9 @@ class CudaBackend final : public Backend {
     }
     (void)stream_.synchronize();
     for (auto& [key, exec] : graphs_) (void)cudaGraphExecDestroy(exec);
+    // The stream's scratch (nothing runs on it now, and no graph is left to hold it).
+    cuda::attention_release_scratch(stream_.get());
+    cuda::matmul_release_workspace(stream_.get());
   }
 
   Device device() const override { return Device::kCuda; }

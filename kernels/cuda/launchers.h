@@ -28,9 +28,14 @@ Status check_attention_args(const AttentionArgs& a);  // attention_args.cu (host
 // The split partials' scratch of `stream` (attention.cu), allocated now instead of at the first
 // long-context launch. Out of memory is not an error (long rows are walked instead).
 Status attention_reserve_scratch(cudaStream_t stream);
+// Frees that scratch (the stream's work done, no graph holding it left): ~CudaBackend.
+void attention_release_scratch(cudaStream_t stream);
 // The cuBLASLt handle and workspace of `stream` (matmul.cu), made now instead of at the first
 // GEMM.
 Status matmul_reserve_workspace(cudaStream_t stream);
+// Frees it likewise (~CudaBackend): a backend made and destroyed in one process (tests, an engine
+// restart) would otherwise leave its 32 MiB behind, and the attention scratch's 32 MiB.
+void matmul_release_workspace(cudaStream_t stream);
 inline constexpr int kAttentionMaxHeadDim = 256;  // attention.cu keeps dims in registers
 // attention.cu, for tests: the launch shape forced (split CTAs + merge, or one CTA per (row,
 // kv head, slice of its query heads) walking a long row's splits; both give the same bits),

@@ -324,6 +324,14 @@ Status check_args(const MatmulArgs& a) {
 
 }  // namespace
 
+void matmul_release_workspace(cudaStream_t stream) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return;
+  LtState& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.workspaces.erase({device, stream});  // ~Workspace frees it
+}
+
 Status matmul_reserve_workspace(cudaStream_t stream) {
   int device = 0;
   PAGODA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
