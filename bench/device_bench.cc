@@ -246,7 +246,8 @@ Status run_on_device(const Flags& flags, const Options& o) {
   const double lm_head_flops_per_row = 2.0 * d * c.vocab_size;
   const double attn_flops_per_key = 4.0 * c.num_layers * c.num_heads * c.head_dim;
   double params = 0;
-  for (const auto& [name, t] : rig->loaded.weights.tensors()) params += t.numel();
+  for (const auto& [name, t] : rig->loaded.weights.tensors())
+    if (!rig->loaded.weights.is_view(name)) params += t.numel();  // fused parts counted once
 
   // Workspace for the largest step first, then the KV cache (as the engine does): no device
   // allocation happens inside a timed step.

@@ -36,6 +36,7 @@ StatusOr<std::unique_ptr<SyntheticRig>> build_synthetic_rig(
 double weight_bytes_per_token(const LoadedModel& m) {
   double bytes = 0;
   for (const auto& [name, t] : m.weights.tensors()) {
+    if (m.weights.is_view(name)) continue;  // a fused projection's part: counted there
     if (name == "model.embed_tokens.weight") {
       bytes += static_cast<double>(t.nbytes()) / t.shape[0];
       if (m.config.tie_word_embeddings) bytes += static_cast<double>(t.nbytes());  // LM head

@@ -137,7 +137,11 @@ Status WeightStore::fuse_rows(const std::vector<std::string>& parts, const std::
   }
   TensorView out = first;
   out.shape[0] = rows;
-  if (one_dtype && adjacent) return add(fused, out);  // already one tensor: a view, no copy
+  if (one_dtype && adjacent) {  // already one tensor: a view, no copy
+    PAGODA_RETURN_IF_ERROR(add(fused, out));
+    views_.insert(parts.begin(), parts.end());
+    return OkStatus();
+  }
   out.dtype = one_dtype ? first.dtype : DType::kF32;
   HostBuffer buf(out.nbytes());
   out.data = buf.data();
@@ -160,6 +164,7 @@ Status WeightStore::fuse_rows(const std::vector<std::string>& parts, const std::
   }
   keep_alive(std::move(buf));
   PAGODA_RETURN_IF_ERROR(add(fused, out));
+  views_.insert(parts.begin(), parts.end());
   for (const TensorView& v : views) release(v);
   return OkStatus();
 }

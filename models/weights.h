@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,9 @@ class WeightStore {
   // The tensor, checked against the expected shape; NotFound / InvalidArgument otherwise.
   StatusOr<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape) const;
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  // Whether `name` is a part that fuse_rows() re-pointed at rows of a fused tensor: its memory
+  // is counted in the fused tensor's (sum bytes or parameters over the others).
+  bool is_view(const std::string& name) const { return views_.count(name) != 0; }
 
   // Concatenates `parts` (present, all 1-D, or all 2-D with one dim 1) along dim 0 into one
   // tensor named `fused`, then re-points each part name at its rows of it (views: nothing is
@@ -79,6 +83,7 @@ class WeightStore {
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::vector<HostBuffer> buffers_;
   std::map<std::string, TensorView> tensors_;
+  std::set<std::string> views_;  // fuse_rows() parts
 };
 
 // A checkpoint on the host, ready for a Model to upload.

@@ -147,6 +147,35 @@ TEST(FuseLayerWeights, SyntheticModelsCarryFusedViewsOfTheirProjections) {
   }
 }
 
+// The parts are marked as views (is_view), so a sum over the other tensors counts every weight
+// once: the model's parameter count from its shape (a benchmark's bytes per token and parameter
+// count were 1.6x too high at llama3-8b's shape when they summed every name).
+TEST(FuseLayerWeights, PartsAreViewsAndTheRestCountEveryWeightOnce) {
+  for (bool bias : {false, true}) {
+    const ModelConfig c = small_config(bias);
+    auto m = make_synthetic_model(c, DType::kBF16, 7);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    const int64_t d = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim,
+                  inter = c.intermediate_size, vocab = c.vocab_size;
+    const int64_t per_layer =
+        d * (q + 2 * kv) + q * d + 3 * d * inter + 2 * d + (bias ? q + 2 * kv : 0);
+    const int64_t want =
+        c.num_layers * per_layer + d + vocab * d + (c.tie_word_embeddings ? 0 : vocab * d);
+    int64_t counted = 0, views = 0;
+    for (const auto& [name, t] : m->weights.tensors()) {
+      if (m->weights.is_view(name)) {
+        ++views;
+        EXPECT_TRUE(name.find("_proj.") != std::string::npos) << name;
+        continue;
+      }
+      counted += t.numel();
+    }
+    EXPECT_EQ(counted, want) << "bias " << bias;
+    EXPECT_EQ(views, c.num_layers * (5 + (bias ? 3 : 0)));  // q, k, v, gate, up (+ 3 biases)
+    EXPECT_FALSE(m->weights.is_view("model.layers.0.self_attn.qkv_proj.weight"));
+  }
+}
+
 // The same synthetic weights as a LoadedModel holding only the parts (copies, so that the
 // originals stay valid), in each part's own buffer.
 LoadedModel unfused_copy(const LoadedModel& src) {
