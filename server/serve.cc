@@ -31,6 +31,8 @@ std::string weights_revision(const LoadedModel& m) {
   uint64_t h = 0xcbf29ce484222325ull;
   auto mix = [&](uint64_t v) { h = (h ^ v) * 0x100000001b3ull; };
   for (const auto& [name, t] : m.weights.tensors()) {
+    // A fused projection's parts are views of it: their bytes are hashed there, once.
+    if (m.weights.is_view(name)) continue;
     for (char c : name) mix(static_cast<unsigned char>(c));
     mix(static_cast<uint64_t>(t.dtype));
     for (int i = 0; i < t.ndim; ++i) mix(static_cast<uint64_t>(t.shape[i]));
