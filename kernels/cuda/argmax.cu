@@ -53,9 +53,11 @@ __global__ void __launch_bounds__(kThreads)
     argmax_kernel(const float* logits, int32_t* out, int vocab) {
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   Best mine{-INFINITY, kNone};
-  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+  // Unsigned: i + kThreads cannot overflow for vocab up to 2^31 - 1.
+  for (unsigned i = threadIdx.x; i < static_cast<unsigned>(vocab); i += kThreads) {
     const float x = row[i];
-    if (x > mine.value) mine = Best{x, i};  // NaN and -inf never win; increasing i: lowest first
+    // NaN and -inf never win; increasing i: lowest first.
+    if (x > mine.value) mine = Best{x, static_cast<int32_t>(i)};
   }
   __shared__ float values[kWarps];
   __shared__ int32_t indices[kWarps];

@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 
   // Pass 1: residual add, sum of squares.
   float sum_sq = 0.0f;
-  for (int i = threadIdx.x; i < n_vec; i += blockDim.x) {
+  for (unsigned i = threadIdx.x; i < static_cast<unsigned>(n_vec); i += blockDim.x) {
     ActVec x = in_row[i];
     if constexpr (kResidual) {
       ActVec r = res_row[i];
@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   const ActVec* src = kResidual ? res_row : in_row;
   const WVec* w = reinterpret_cast<const WVec*>(weight);
   ActVec* out_row = reinterpret_cast<ActVec*>(out + row_offset);
-  for (int i = threadIdx.x; i < n_vec; i += blockDim.x) {
+  for (unsigned i = threadIdx.x; i < static_cast<unsigned>(n_vec); i += blockDim.x) {
     const ActVec x = src[i];
     const WVec wv = w[i];
     ActVec o;
@@ -220,8 +220,10 @@ Status check_args(const RmsNormArgs& a) {
     if (overlaps(a.out, a.residual)) {
       return InvalidArgument("rms_norm: out must not overlap residual");
     }
-    if (a.residual.data != a.input.data && overlaps(a.residual, a.input)) {
-      return InvalidArgument("rms_norm: residual must be input itself or not overlap it");
+    // As the CPU twin: residual == input would add the row to itself (RmsNormArgs: out may
+    // alias input, not residual).
+    if (overlaps(a.residual, a.input)) {
+      return InvalidArgument("rms_norm: residual must not overlap input");
     }
   }
   return OkStatus();

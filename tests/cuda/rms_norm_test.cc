@@ -214,6 +214,7 @@ TEST_F(CudaRmsNormArgsTest, BadArgumentsAreInvalidArgument) {
   const TensorView flat(fake(0x10000), DType::kBF16, {256}, Device::kCuda);
   expect_invalid({flat, {}, w, flat, kEps}, "input must be [T, dim]");
   expect_invalid({in, res, w, res, kEps}, "out must not overlap residual");
+  expect_invalid({in, in, w, out, kEps}, "residual must not overlap input");  // as on the CPU
   TensorView shifted_out = in;
   shifted_out.data = fake(0x10000 + 2);
   expect_invalid({in, {}, w, shifted_out, kEps}, "out must be input itself");
