@@ -254,10 +254,14 @@ static bool is_emu_global(uintptr_t a) {
   return in(&threadIdx, sizeof threadIdx) || in(&blockIdx, sizeof blockIdx) ||
          in(&blockDim, sizeof blockDim) || in(&gridDim, sizeof gridDim);
 }
-static void check_byte(Sh& s, bool write, const char* name, uintptr_t a, bool is_shared) {
+// The writer id of an atomic read-modify-write (atomicAdd below): atomics from several threads
+// in one phase do not race with each other, only with plain accesses.
+static constexpr int kAtomicTid = -3;
+static void check_byte(Sh& s, bool write, const char* name, uintptr_t a, bool is_shared,
+                       bool atomic = false) {
   int cta = g_cta, tid = cur, ep = g_epoch;
   char msg[256];
-  if (is_shared && !write && s.w_cta != cta) {
+  if (is_shared && (!write || atomic) && s.w_cta != cta) {
     snprintf(msg, sizeof msg, "read of shared byte %#lx never written in this CTA",
              (unsigned long)a);
     report("SHARED_UNINIT", msg);
@@ -271,7 +275,7 @@ static void check_byte(Sh& s, bool write, const char* name, uintptr_t a, bool is
     snprintf(msg, sizeof msg, "write to %s after read by another CTA", name);
     report("XCTA", msg);
   }
-  if (s.w_cta == cta && s.w_ep == ep && s.w_tid != tid) {
+  if (s.w_cta == cta && s.w_ep == ep && s.w_tid != tid && !(atomic && s.w_tid == kAtomicTid)) {
     snprintf(msg, sizeof msg, "%s of %s byte %#lx, written by thread %d in same barrier phase",
              write ? "write" : "read", name, (unsigned long)a, s.w_tid);
     report("RACE", msg);
@@ -283,7 +287,7 @@ static void check_byte(Sh& s, bool write, const char* name, uintptr_t a, bool is
   }
   if (write) {
     s.w_cta = cta;
-    s.w_tid = tid;
+    s.w_tid = atomic ? kAtomicTid : tid;
     s.w_ep = ep;
   } else {
     s.r_any = (s.r_any == -1 || s.r_any == cta) ? cta : -2;
@@ -296,11 +300,12 @@ static void check_byte(Sh& s, bool write, const char* name, uintptr_t a, bool is
     }
   }
 }
-static void access(uintptr_t a, size_t n, bool write, bool sized) {
+static void access(uintptr_t a, size_t n, bool write, bool sized, bool atomic = false) {
   if (!in_kernel || cur < 0) return;
   if (a >= (uintptr_t)__data_start && a < (uintptr_t)_end) {
     if (is_emu_global(a)) return;
-    for (size_t i = 0; i < n; ++i) check_byte(shared_sh[a + i], write, "shared", a + i, true);
+    for (size_t i = 0; i < n; ++i)
+      check_byte(shared_sh[a + i], write, "shared", a + i, true, atomic);
     return;
   }
   for (auto& b : bufs) {
@@ -319,11 +324,27 @@ static void access(uintptr_t a, size_t n, bool write, bool sized) {
     }
     for (size_t i = 0; i < n; ++i) {
       uintptr_t x = a + i;
-      if (x >= b.lo && x < b.hi) check_byte(b.sh[x - b.lo], write, b.name.c_str(), x, false);
+      if (x >= b.lo && x < b.hi)
+        check_byte(b.sh[x - b.lo], write, b.name.c_str(), x, false, atomic);
     }
   }
 }
 }  // namespace emu
+
+// Atomics (declared in emu_cuda.h): a plain read-modify-write, since one fiber runs at a time.
+// This file is not instrumented, so the access is checked here, once, as atomic.
+int atomicAdd(int* p, int v) {
+  emu::access((uintptr_t)p, sizeof *p, true, true, true);
+  const int old = *p;
+  *p = old + v;
+  return old;
+}
+double atomicAdd(double* p, double v) {
+  emu::access((uintptr_t)p, sizeof *p, true, true, true);
+  const double old = *p;
+  *p = old + v;
+  return old;
+}
 
 // The hooks -fsanitize=thread instrumentation calls. Only the kernel translation units are
 // instrumented, and accesses outside a launch are ignored (in_kernel), so host code (argument

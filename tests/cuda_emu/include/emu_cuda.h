@@ -127,6 +127,35 @@ inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
   return emu_from<T>(all[j]);
 }
 
+// Ballot over the lanes of `mask` (a warp collective like the shuffles).
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  const uint64_t* all = emu::warp_collective(mask, pred ? 1u : 0u);
+  unsigned r = 0;
+  for (int l = 0; l < 32; ++l)
+    if (((mask >> l) & 1u) && all[l]) r |= 1u << l;
+  return r;
+}
+inline int __popc(unsigned x) {
+  return __builtin_popcount(x);
+}
+inline int __ffs(int x) {
+  return __builtin_ffs(x);
+}
+// CUDA's integer min/max device overloads (host C++ has only std::min/std::max).
+inline int min(int a, int b) {
+  return a < b ? a : b;
+}
+inline int max(int a, int b) {
+  return a > b ? a : b;
+}
+// Atomics. With one fiber running at a time a read-modify-write is atomic as it is; these are
+// defined in emu_rt.cc, outside the instrumented files, so that threads adding to one address
+// in one barrier phase are not reported as a RACE. They still check bounds and alignment, and
+// mark the bytes as atomically written: a plain access to them by any thread in the same phase
+// (even the same thread, a conservative simplification) is reported.
+int atomicAdd(int* p, int v);
+double atomicAdd(double* p, double v);
+
 // 16-bit float types with CUDA's conversions: round to nearest even, canonical NaN 0x7fff.
 struct __half {
   uint16_t x;
