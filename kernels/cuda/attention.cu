@@ -78,8 +78,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <map>
-#include <mutex>
 #include <string>
 #include <utility>
 
@@ -100,9 +98,9 @@ using namespace attention_tiles;  // kThreads, kChunk, KeyRows, attend_range, ..
 constexpr int kSplitKeys = 512;
 constexpr int kMaxSplits = 32;
 constexpr int kSplitAlign = 128;
-// The split CTAs' partials: one buffer of this size per (device, stream), allocated on first
-// use. A launch uses the split CTAs only if T * H * S_max * (D + 2) floats fit in it.
-constexpr size_t kScratchBytes = size_t{32} << 20;
+// The split CTAs' partials: one buffer of this size per (device, stream) (attention_scratch.cc).
+// A launch uses the split CTAs only if T * H * S_max * (D + 2) floats fit in it.
+constexpr size_t kScratchBytes = kAttentionScratchBytes;
 constexpr int kMergeDimsPerThread = kMaxHeadDim / kThreads;  // merge_kernel: one (t, h) per CTA
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -412,50 +410,6 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(AttentionParams p) {
   }
 }
 
-// ---- split scratch -----------------------------------------------------------------------
-// The split CTAs' partials live in one kScratchBytes buffer per (device, stream), allocated on
-// the first launch that wants it and kept until the stream's backend goes
-// (attention_release_scratch), as matmul.cu keeps its cuBLASLt workspace: later steps allocate
-// nothing, and a CUDA graph captured later may hold its address (it never moves while the
-// backend lives). Launches on one stream are ordered, so they may share it.
-struct ScratchState {
-  std::mutex mu;
-  std::map<std::pair<int, cudaStream_t>, float*> buffers;  // null: cudaMalloc ran out of memory
-};
-
-// Process-wide; intentionally leaked (never destroyed) so that no CUDA call runs during static
-// destruction.
-ScratchState& scratch_state() {
-  static ScratchState* s = new ScratchState();
-  return *s;
-}
-
-// The scratch of `stream` on the current device, or null where there is none to be had: out of
-// memory (remembered, not retried every step), or the stream is being captured into a graph and
-// none was allocated before (no allocation during a capture; tried again after it). With null,
-// the launch walks long rows in one CTA each, which gives the same bits.
-StatusOr<float*> split_scratch(cudaStream_t stream) {
-  int device = -1;
-  PAGODA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  ScratchState& s = scratch_state();
-  std::lock_guard<std::mutex> lock(s.mu);
-  const auto key = std::make_pair(device, stream);
-  if (const auto it = s.buffers.find(key); it != s.buffers.end()) return it->second;
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  PAGODA_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
-  if (capture != cudaStreamCaptureStatusNone) return static_cast<float*>(nullptr);
-  void* ptr = nullptr;
-  const cudaError_t err = cudaMalloc(&ptr, kScratchBytes);
-  if (err == cudaErrorMemoryAllocation) {
-    (void)cudaGetLastError();  // clear it, so the launch check below does not report it
-    ptr = nullptr;
-  } else {
-    PAGODA_CUDA_RETURN_IF_ERROR(err);
-  }
-  s.buffers.emplace(key, static_cast<float*>(ptr));
-  return static_cast<float*>(ptr);
-}
-
 // ---- launch ----------------------------------------------------------------------------------
 
 // The most splits a row with valid metadata can have in a batch whose tables hold max_blocks
@@ -521,7 +475,7 @@ Status launch(const AttentionArgs& a, cudaStream_t stream, Shape shape, int tc_m
     const int64_t bytes_per_pair = int64_t{max_splits} * (D + 2) * int64_t{sizeof(float)};
     float* scratch = nullptr;
     if (T * H <= static_cast<int64_t>(kScratchBytes) / bytes_per_pair) {
-      PAGODA_ASSIGN_OR_RETURN(scratch, split_scratch(stream));
+      PAGODA_ASSIGN_OR_RETURN(scratch, attention_split_scratch(stream));
     }
     if (scratch != nullptr) {
       p.part_ml = scratch;
@@ -582,21 +536,6 @@ Status run(const AttentionArgs& a, cudaStream_t stream, Shape shape, int tc_min_
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream) {
   return run(a, stream, Shape::kAuto, attention_tc_min_q_len());
 }
-void attention_release_scratch(cudaStream_t stream) {
-  int device = -1;
-  if (cudaGetDevice(&device) != cudaSuccess) return;
-  ScratchState& s = scratch_state();
-  std::lock_guard<std::mutex> lock(s.mu);
-  const auto it = s.buffers.find({device, stream});
-  if (it == s.buffers.end()) return;
-  if (it->second != nullptr) (void)cudaFree(it->second);
-  s.buffers.erase(it);
-}
-
-Status attention_reserve_scratch(cudaStream_t stream) {
-  return split_scratch(stream).status();
-}
-
 // Test hooks (launchers.h): the launch shape forced (split CTAs: FailedPrecondition if the
 // partials do not fit the scratch), and the split rule.
 Status attention_cuda_for_test(const AttentionArgs& a, cudaStream_t stream, bool split_ctas) {

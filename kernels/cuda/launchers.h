@@ -25,7 +25,14 @@ Status sample_cuda(const SampleArgs& a, cudaStream_t stream);           // sampl
 Status logprobs_cuda(const LogprobsArgs& a, cudaStream_t stream);       // logprobs.cu
 Status attention_cuda(const AttentionArgs& a, cudaStream_t stream);     // attention.cu
 Status check_attention_args(const AttentionArgs& a);  // attention_args.cu (host-side checks)
-// The split partials' scratch of `stream` (attention.cu), allocated now instead of at the first
+// The split CTAs' partials (attention_scratch.cc): one buffer of this size per (device, stream).
+inline constexpr size_t kAttentionScratchBytes = size_t{32} << 20;
+// That buffer for `stream` on the current device, or null where there is none to be had: out of
+// memory (remembered, not retried every step), or the stream is being captured into a graph and
+// none was allocated before (no allocation during a capture; tried again after it). With null,
+// the launch walks long rows in one CTA each, which gives the same bits.
+StatusOr<float*> attention_split_scratch(cudaStream_t stream);
+// The split partials' scratch of `stream`, allocated now instead of at the first
 // long-context launch. Out of memory is not an error (long rows are walked instead).
 Status attention_reserve_scratch(cudaStream_t stream);
 // Frees that scratch (the stream's work done, no graph holding it left): ~CudaBackend.
