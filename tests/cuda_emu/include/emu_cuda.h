@@ -18,6 +18,8 @@
 #include <functional>
 #include <type_traits>
 
+#include "core/dtype.h"
+
 #define __global__
 #define __device__
 #define __host__
@@ -163,41 +165,18 @@ struct __half {
 struct __nv_bfloat16 {
   uint16_t x;
 };
+// The conversions are core/dtype.h's (exact, round to nearest even), with CUDA's canonical NaN.
 inline float __half2float(__half h) {
-  uint32_t s = (h.x >> 15) & 1, e = (h.x >> 10) & 0x1f, m = h.x & 0x3ff;
-  float f;
-  if (e == 0)
-    f = std::ldexp((float)m, -24);
-  else if (e == 31)
-    f = m ? NAN : INFINITY;
-  else
-    f = std::ldexp((float)(m | 0x400), (int)e - 25);
-  return s ? -f : f;
+  return pagoda::f16_to_f32(h.x);
 }
 inline __half __float2half_rn(float f) {
-  _Float16 h = (_Float16)f;  // GCC rounds to nearest even
-  __half r;
-  std::memcpy(&r.x, &h, 2);
-  if (std::isnan(f)) r.x = 0x7fff;
-  return r;
+  return __half{std::isnan(f) ? uint16_t{0x7fff} : pagoda::f32_to_f16(f)};
 }
 inline float __bfloat162float(__nv_bfloat16 b) {
-  uint32_t u = (uint32_t)b.x << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+  return pagoda::bf16_to_f32(b.x);
 }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  __nv_bfloat16 r;
-  if (std::isnan(f)) {
-    r.x = 0x7fff;
-    return r;
-  }
-  u += 0x7fff + ((u >> 16) & 1);
-  r.x = (uint16_t)(u >> 16);
-  return r;
+  return __nv_bfloat16{std::isnan(f) ? uint16_t{0x7fff} : pagoda::f32_to_bf16(f)};
 }
 
 // The _rn intrinsics exist in the kernels to keep nvcc from contracting into an FMA; the
