@@ -24,26 +24,14 @@ namespace {
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
-constexpr int32_t kNone = std::numeric_limits<int32_t>::max();  // no value above -inf seen
-
-struct Best {
-  float value;
-  int32_t index;
-};
-
-__device__ __forceinline__ Best better(Best a, Best b) {
-  if (b.index == kNone) return a;
-  if (a.index == kNone) return b;
-  if (b.value > a.value || (b.value == a.value && b.index < a.index)) return b;
-  return a;
-}
+using Best = ValueId;  // id kNoId: no value above -inf seen
 
 __device__ __forceinline__ Best warp_best(Best v) {
   for (int offset = 16; offset > 0; offset /= 2) {
     Best other;
     other.value = __shfl_down_sync(0xffffffffu, v.value, offset);
-    other.index = __shfl_down_sync(0xffffffffu, v.index, offset);
-    v = better(v, other);
+    other.id = __shfl_down_sync(0xffffffffu, v.id, offset);
+    if (precedes(other, v)) v = other;
   }
   return v;
 }
@@ -52,7 +40,7 @@ __device__ __forceinline__ Best warp_best(Best v) {
 __global__ void __launch_bounds__(kThreads)
     argmax_kernel(const float* logits, int32_t* out, int vocab) {
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
-  Best mine{-INFINITY, kNone};
+  Best mine{-INFINITY, kNoId};
   // Unsigned: i + kThreads cannot overflow for vocab up to 2^31 - 1.
   for (unsigned i = threadIdx.x; i < static_cast<unsigned>(vocab); i += kThreads) {
     const float x = row[i];
@@ -65,13 +53,13 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) {
     values[warp] = mine.value;
-    indices[warp] = mine.index;
+    indices[warp] = mine.id;
   }
   __syncthreads();
   if (warp == 0) {
-    Best v = lane < kWarps ? Best{values[lane], indices[lane]} : Best{-INFINITY, kNone};
+    Best v = lane < kWarps ? Best{values[lane], indices[lane]} : Best{-INFINITY, kNoId};
     v = warp_best(v);
-    if (lane == 0) out[blockIdx.x] = v.index == kNone ? 0 : v.index;
+    if (lane == 0) out[blockIdx.x] = v.id == kNoId ? 0 : v.id;
   }
 }
 

@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <string>
 
 #include "core/status.h"
@@ -57,6 +58,19 @@ inline bool overlaps(const TensorView& a, const TensorView& b) {
 
 inline bool is_float(DType t) {
   return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
+}
+
+// A (value, id) pair in the samplers' order (argmax, logprobs): larger value first, lower id
+// among equal values; id kNoId marks "none seen" and comes after everything.
+inline constexpr int32_t kNoId = 2147483647;
+struct ValueId {
+  float value;
+  int32_t id;
+};
+__device__ __forceinline__ bool precedes(ValueId a, ValueId b) {
+  if (a.id == kNoId) return false;
+  if (b.id == kNoId) return true;
+  return a.value > b.value || (a.value == b.value && a.id < b.id);
 }
 
 // RoPE's argument checks that rope.cu and rope_kv_write.cu share: `q` (named `name`) is

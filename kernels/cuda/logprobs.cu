@@ -48,19 +48,8 @@ namespace sm = ::pagoda::sample_math;
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kSlots = kMaxTopLogprobs;
-constexpr int32_t kNone = std::numeric_limits<int32_t>::max();  // an empty slot / no value
-
-struct Entry {
-  float value;
-  int32_t id;
-};
-
-// a before b in the order (value desc, id asc); an empty entry (id kNone) comes last.
-__device__ __forceinline__ bool precedes(Entry a, Entry b) {
-  if (a.id == kNone) return false;
-  if (b.id == kNone) return true;
-  return a.value > b.value || (a.value == b.value && a.id < b.id);
-}
+constexpr int32_t kNone = kNoId;  // an empty slot / no value
+using Entry = ValueId;            // precedes(): the order (value desc, id asc), kNone last
 
 struct Shared {
   float fval[kWarps];
